@@ -1,0 +1,31 @@
+//! The vocabulary every role shares, taken from the Paxos paper: ballots, slots, values,
+//! the messages nodes exchange, plus the pieces of plumbing each service wraps around its
+//! protocol core (configuration from the environment, wire framing, the node-to-node
+//! network, and a checksummed write-ahead log).
+//!
+//! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
+//! pure modules here ([`ballot`], [`node`], [`value`], [`message`]); the I/O modules
+//! ([`network`], [`wal`], [`logging`]) belong to the services.
+//!
+//! ```
+//! use common::ballot::Ballot;
+//! let first = Ballot::new(1, 1);
+//! let rival = Ballot::new(1, 2);
+//! assert!(rival > first, "ties in round are broken by proposer id");
+//! assert!(Ballot::new(2, 1) > rival, "a higher round always wins");
+//! ```
+#![deny(missing_docs)]
+
+pub mod ballot;
+pub mod config;
+pub mod logging;
+pub mod message;
+pub mod network;
+pub mod node;
+pub mod value;
+pub mod wal;
+pub mod wire;
+
+/// How many milliseconds one protocol tick lasts in the services. The cores count ticks,
+/// never milliseconds, so that a simulation can drive them without a clock.
+pub const TICK_MILLISECONDS: u64 = 10;

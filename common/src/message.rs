@@ -1,0 +1,305 @@
+//! Every message nodes exchange, in the paper's words.
+//!
+//! | message | sender -> receiver | effect |
+//! |---|---|---|
+//! | `Prepare` / `Promise` / `Rejected` | proposer -> acceptor -> proposer | phase 1 |
+//! | `Accept` / `Accepted` / `Rejected` | proposer -> acceptor -> proposer | phase 2 |
+//! | `AcceptedValues` | acceptor -> learners | votes the learners count to decide a slot |
+//! | `Confirm` / `Confirmed` | leader -> acceptor -> leader | proves leadership for strong reads |
+//! | `Heartbeat` | leader -> proposers, learners | keeps followers from starting elections |
+//! | `Write` / `WriteDecided` / `WriteRefused` | client -> proposer -> client | a client write |
+//! | `ReadIndex` / `ReadIndexGranted` / `ReadIndexRefused` | client -> leader -> client | the slot a strong read must wait for |
+//! | `Read` / `ReadReply` / `ReadTimedOut` | client -> learner -> client | reads the key-value state |
+//! | `SyncDecided` / `Decided` | learner -> learner -> learner | gap filling between learners |
+//! | `SyncAccepted` | learner -> acceptor | asks for `AcceptedValues` from a slot on |
+//! | `LearnerProgress` | learner -> proposers | the applied slot, so a new leader knows what is decided |
+//! | `StatusRequest` / `StatusReply` | client -> any node -> client | the `/status` page |
+//!
+//! The sender of a message is known from the connection it arrived on (see `Hello`), so
+//! messages do not repeat it.
+
+use crate::ballot::{Ballot, Slot};
+use crate::node::NodeId;
+use crate::value::{Command, RequestId, Value};
+use serde::{Deserialize, Serialize};
+
+/// What an acceptor accepted for one slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedEntry {
+    /// The slot.
+    pub slot: Slot,
+    /// The ballot under which the value was accepted.
+    pub ballot: Ballot,
+    /// The value accepted.
+    pub value: Value,
+}
+
+/// A decided slot and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedEntry {
+    /// The slot.
+    pub slot: Slot,
+    /// The value chosen for it.
+    pub value: Value,
+}
+
+/// A message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The first frame each side sends on a new connection: who it is.
+    Hello {
+        /// The sending node.
+        node: NodeId,
+    },
+
+    /// Phase 1a: "promise to ignore ballots below `ballot`, and tell me what you accepted
+    /// in slots `[from_slot, ∞)`".
+    Prepare {
+        /// The proposer's new ballot.
+        ballot: Ballot,
+        /// The first slot the proposer does not already know to be decided.
+        from_slot: Slot,
+    },
+    /// Phase 1b: the acceptor promised `ballot` (durably, before sending this).
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// Everything the acceptor accepted in the requested slots.
+        accepted: Vec<AcceptedEntry>,
+    },
+    /// Phase 2a: "accept `value` in `slot` under `ballot`".
+    Accept {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+        /// The proposed value.
+        value: Value,
+    },
+    /// Phase 2b, to the proposer: the acceptor accepted (durably) `slot` under `ballot`.
+    Accepted {
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// The slot.
+        slot: Slot,
+    },
+    /// The acceptor refused a `Prepare`, `Accept` or `Confirm` for `ballot` because it has
+    /// promised the higher ballot `promised`.
+    Rejected {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The ballot the acceptor has promised.
+        promised: Ballot,
+    },
+    /// Phase 2b, to the learners: values the acceptor accepted (durably). Also the answer
+    /// to `SyncAccepted`.
+    AcceptedValues {
+        /// The accepted slots.
+        entries: Vec<AcceptedEntry>,
+    },
+    /// A learner asks an acceptor for what it accepted in `[from_slot, to_slot)`.
+    SyncAccepted {
+        /// First slot wanted.
+        from_slot: Slot,
+        /// One past the last slot wanted.
+        to_slot: Slot,
+    },
+
+    /// The leader asks an acceptor whether it still promised nothing above `ballot`.
+    Confirm {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// Matches the answer to the round that asked.
+        sequence: u64,
+    },
+    /// The acceptor had promised exactly `ballot` when `Confirm` arrived.
+    Confirmed {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The round being answered.
+        sequence: u64,
+    },
+
+    /// The leader is alive and leads with `ballot`.
+    Heartbeat {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The highest slot the leader knows to be decided.
+        decided_slot_max: Slot,
+    },
+
+    /// A client write, sent to a proposer; a follower forwards it to the leader.
+    Write {
+        /// What to write.
+        command: Command,
+        /// The client API node waiting for the answer.
+        client: NodeId,
+    },
+    /// The write was decided in `slot`.
+    WriteDecided {
+        /// Which write.
+        request_id: RequestId,
+        /// The slot that holds it.
+        slot: Slot,
+        /// The client API node waiting for the answer.
+        client: NodeId,
+    },
+    /// The proposer cannot place the write now (it does not lead, or lost leadership
+    /// while the write was in flight). The outcome of an in-flight write is then unknown:
+    /// the client retries with the same request id, which learners apply at most once.
+    WriteRefused {
+        /// Which write.
+        request_id: RequestId,
+        /// The proposer believed to lead, if any.
+        leader_hint: Option<u32>,
+        /// The client API node waiting for the answer.
+        client: NodeId,
+    },
+
+    /// A client asks the leader for the slot a linearizable read must wait for.
+    ReadIndex {
+        /// Matches the answer.
+        read_id: u64,
+    },
+    /// A quorum of acceptors confirmed the leader after the request arrived: every write
+    /// completed before then lies in a slot `<= slot`.
+    ReadIndexGranted {
+        /// Which request.
+        read_id: u64,
+        /// Read from a learner that applied at least this slot.
+        slot: Slot,
+    },
+    /// The proposer does not lead (or lost leadership before confirming).
+    ReadIndexRefused {
+        /// Which request.
+        read_id: u64,
+        /// The proposer believed to lead, if any.
+        leader_hint: Option<u32>,
+    },
+
+    /// A client reads `key` from a learner once the learner has applied `min_slot`.
+    Read {
+        /// Matches the answer.
+        read_id: u64,
+        /// The key.
+        key: String,
+        /// Wait until at least this slot is applied (0: answer at once).
+        min_slot: Slot,
+    },
+    /// The value of the key (None for a key never written) as of `applied_slot`.
+    ReadReply {
+        /// Which read.
+        read_id: u64,
+        /// The value, if the key was ever written.
+        value: Option<String>,
+        /// The slot the learner had applied when it answered.
+        applied_slot: Slot,
+    },
+    /// The learner did not reach `min_slot` in time.
+    ReadTimedOut {
+        /// Which read.
+        read_id: u64,
+        /// The slot the learner had applied.
+        applied_slot: Slot,
+    },
+
+    /// A learner asks a peer for decided values from `from_slot` on.
+    SyncDecided {
+        /// First slot wanted.
+        from_slot: Slot,
+        /// At most this many entries.
+        limit: u32,
+    },
+    /// Decided values, in slot order, and the sender's applied slot.
+    Decided {
+        /// Decided slots.
+        entries: Vec<DecidedEntry>,
+        /// The slot the sender has applied.
+        applied_slot: Slot,
+    },
+    /// A learner tells proposers how far it has applied.
+    LearnerProgress {
+        /// All slots `<= applied_slot` are decided and applied.
+        applied_slot: Slot,
+    },
+
+    /// Asks any node for its state.
+    StatusRequest {
+        /// Matches the answer.
+        request_id: u64,
+    },
+    /// A node's state.
+    StatusReply {
+        /// Which request.
+        request_id: u64,
+        /// The node's report.
+        status: NodeStatus,
+    },
+}
+
+/// How a proposer sees itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposerState {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Runs phase 1 to become leader.
+    Candidate,
+    /// Completed phase 1; runs phase 2 only.
+    Leader,
+}
+
+/// A peer link as the network layer sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The configured address.
+    pub address: String,
+    /// The node at that address, once it said hello.
+    pub node: Option<NodeId>,
+    /// Whether a connection is open now.
+    pub connected: bool,
+}
+
+/// A node's report for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Its role-specific state.
+    pub detail: RoleStatus,
+    /// Its outbound links.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// The role-specific part of a status report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleStatus {
+    /// An acceptor's state.
+    Acceptor {
+        /// The highest ballot promised.
+        promised_ballot: Ballot,
+        /// The highest slot accepted.
+        accepted_slot_max: Slot,
+        /// How many slots it holds.
+        accepted_slot_count: u64,
+    },
+    /// A proposer's state.
+    Proposer {
+        /// Leader, candidate or follower.
+        state: ProposerState,
+        /// Its current ballot (as leader or candidate), or the highest seen.
+        ballot: Ballot,
+        /// The proposer it believes leads.
+        leader: Option<u32>,
+        /// The highest slot it knows decided.
+        decided_slot_max: Slot,
+    },
+    /// A learner's state.
+    Learner {
+        /// All slots up to here are applied.
+        applied_slot: Slot,
+        /// The highest slot it has heard of.
+        known_slot_max: Slot,
+        /// How many keys its state holds.
+        key_count: u64,
+    },
+}

@@ -1,0 +1,390 @@
+//! The node-to-node network: persistent TCP connections carrying framed [`Message`]s.
+//!
+//! Each node listens on its port and keeps one outbound connection to every configured
+//! peer address, reconnecting with backoff. Both ends start with `Hello`, so afterwards a
+//! message is addressed to a [`NodeId`], whichever side opened the connection. Messages
+//! to a node that is not connected are dropped: the protocols tolerate loss (proposers
+//! retransmit, learners fill gaps, clients retry), and dropping keeps a dead peer from
+//! growing memory. Each connection has one writer task that coalesces queued messages into
+//! one `write` call, so a burst of small messages costs one system call.
+
+use crate::message::{Message, PeerStatus};
+use crate::node::{NodeId, Role};
+use crate::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Queued messages per connection before further ones are dropped.
+const CONNECTION_QUEUE_MESSAGES: usize = 1 << 16;
+/// A connection's writer sends at most this many bytes per system call.
+const WRITE_COALESCE_BYTES: usize = 1 << 20;
+/// How long to wait for the peer's `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the network hands to the node.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A connection to `node` is open.
+    Connected(NodeId),
+    /// The last connection to `node` closed.
+    Disconnected(NodeId),
+    /// `message` arrived from `node`.
+    Message(NodeId, Message),
+}
+
+/// Where inbound events go (a channel into the node's driver).
+pub type InboundHandler = Arc<dyn Fn(Inbound) + Send + Sync>;
+
+struct Route {
+    connection_id: u64,
+    outbound: bool,
+    sender: mpsc::Sender<Message>,
+}
+
+#[derive(Default)]
+struct Shared {
+    routes: HashMap<NodeId, Vec<Route>>,
+    peers: Vec<PeerStatus>,
+}
+
+/// A handle on the node's network; cheap to clone.
+#[derive(Clone)]
+pub struct Network {
+    me: NodeId,
+    shared: Arc<Mutex<Shared>>,
+    handler: InboundHandler,
+    next_connection_id: Arc<AtomicU64>,
+}
+
+impl Network {
+    /// Starts the network of node `me`: listens on `listen` (if any; the bound address is
+    /// returned) and connects to each of `peer_addresses` ("host:port").
+    pub async fn start(
+        me: NodeId,
+        listen: Option<SocketAddr>,
+        peer_addresses: &[String],
+        handler: InboundHandler,
+    ) -> io::Result<(Network, Option<SocketAddr>)> {
+        let network = Network {
+            me,
+            shared: Arc::new(Mutex::new(Shared::default())),
+            handler,
+            next_connection_id: Arc::new(AtomicU64::new(1)),
+        };
+        let bound = match listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address).await?;
+                let bound = listener.local_addr()?;
+                tokio::spawn(network.clone().accept_loop(listener));
+                Some(bound)
+            }
+            None => None,
+        };
+        for address in peer_addresses {
+            network.add_peer(address);
+        }
+        Ok((network, bound))
+    }
+
+    /// Starts keeping a connection to `address` ("host:port"), unless it is already a
+    /// peer. Must be called within the Tokio runtime.
+    pub fn add_peer(&self, address: &str) {
+        let index = {
+            let mut shared = self.shared.lock().unwrap();
+            if shared.peers.iter().any(|peer| peer.address == address) {
+                return;
+            }
+            shared.peers.push(PeerStatus {
+                address: address.to_string(),
+                node: None,
+                connected: false,
+            });
+            shared.peers.len() - 1
+        };
+        tokio::spawn(self.clone().connect_loop(index, address.to_string()));
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Sends `message` to `to`; returns false (and drops it) if `to` is not connected or
+    /// its queue is full.
+    pub fn send(&self, to: NodeId, message: Message) -> bool {
+        let sender = {
+            let shared = self.shared.lock().unwrap();
+            match shared.routes.get(&to) {
+                Some(routes) => routes
+                    .iter()
+                    .find(|route| route.outbound)
+                    .or_else(|| routes.first())
+                    .map(|route| route.sender.clone()),
+                None => None,
+            }
+        };
+        match sender {
+            Some(sender) => sender.try_send(message).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends `message` to every connected node of `role`.
+    pub fn broadcast(&self, role: Role, message: &Message) {
+        for node in self.connected_nodes(role) {
+            self.send(node, message.clone());
+        }
+    }
+
+    /// The nodes of `role` connected now.
+    pub fn connected_nodes(&self, role: Role) -> Vec<NodeId> {
+        let shared = self.shared.lock().unwrap();
+        let mut nodes: Vec<NodeId> = shared
+            .routes
+            .keys()
+            .filter(|node| node.role == role)
+            .copied()
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// The configured outbound peers and whether each is connected.
+    pub fn peer_statuses(&self) -> Vec<PeerStatus> {
+        self.shared.lock().unwrap().peers.clone()
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let network = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = network.run_connection(stream, None).await {
+                            tracing::debug!(%error, "inbound connection ended");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn connect_loop(self, peer_index: usize, address: String) {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match TcpStream::connect(address.as_str()).await {
+                Ok(stream) => {
+                    backoff = Duration::from_millis(20);
+                    match self.run_connection(stream, Some(peer_index)).await {
+                        Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
+                            tracing::debug!(%address, "this address is the node itself");
+                            return;
+                        }
+                        Err(error) => tracing::debug!(%address, %error, "connection ended"),
+                        Ok(()) => {}
+                    }
+                    self.set_peer(peer_index, None, false);
+                }
+                Err(error) => {
+                    tracing::trace!(%address, %error, "connect failed");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn set_peer(&self, peer_index: usize, node: Option<NodeId>, connected: bool) {
+        let mut shared = self.shared.lock().unwrap();
+        let peer = &mut shared.peers[peer_index];
+        if node.is_some() {
+            peer.node = node;
+        }
+        peer.connected = connected;
+    }
+
+    async fn run_connection(&self, stream: TcpStream, peer_index: Option<usize>) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        let (read_half, mut write_half) = stream.into_split();
+        let mut reader = BufReader::with_capacity(1 << 16, read_half);
+        let mut hello = Vec::new();
+        encode_frame(&Message::Hello { node: self.me }, &mut hello);
+        write_half.write_all(&hello).await?;
+        let remote = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader)).await {
+            Ok(Ok(Message::Hello { node })) => node,
+            Ok(Ok(other)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("expected Hello, got {other:?}"),
+                ))
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no Hello")),
+        };
+        if remote == self.me {
+            // A node listed among its own peers (LEARNER_HOSTS may list every learner).
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "connected to itself",
+            ));
+        }
+        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel(CONNECTION_QUEUE_MESSAGES);
+        let first_route = {
+            let mut shared = self.shared.lock().unwrap();
+            let routes = shared.routes.entry(remote).or_default();
+            routes.push(Route {
+                connection_id,
+                outbound: peer_index.is_some(),
+                sender,
+            });
+            routes.len() == 1
+        };
+        if let Some(index) = peer_index {
+            self.set_peer(index, Some(remote), true);
+        }
+        tracing::debug!(%remote, connection_id, "connected");
+        if first_route {
+            (self.handler)(Inbound::Connected(remote));
+        }
+        let writer = tokio::spawn(write_loop(write_half, receiver));
+        let result = loop {
+            match read_frame(&mut reader).await {
+                Ok(message) => (self.handler)(Inbound::Message(remote, message)),
+                Err(error) => break error,
+            }
+        };
+        writer.abort();
+        let last_route = {
+            let mut shared = self.shared.lock().unwrap();
+            let routes = shared.routes.entry(remote).or_default();
+            routes.retain(|route| route.connection_id != connection_id);
+            let empty = routes.is_empty();
+            if empty {
+                shared.routes.remove(&remote);
+            }
+            empty
+        };
+        if last_route {
+            (self.handler)(Inbound::Disconnected(remote));
+        }
+        if result.kind() == io::ErrorKind::UnexpectedEof {
+            Ok(())
+        } else {
+            Err(result)
+        }
+    }
+}
+
+async fn write_loop(
+    mut write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut receiver: mpsc::Receiver<Message>,
+) {
+    let mut buffer = Vec::with_capacity(1 << 16);
+    while let Some(message) = receiver.recv().await {
+        encode_frame(&message, &mut buffer);
+        while buffer.len() < WRITE_COALESCE_BYTES {
+            match receiver.try_recv() {
+                Ok(message) => encode_frame(&message, &mut buffer),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = write_half.write_all(&buffer).await {
+            tracing::debug!(%error, "write failed");
+            return;
+        }
+        buffer.clear();
+        if buffer.capacity() > 4 * WRITE_COALESCE_BYTES {
+            buffer.shrink_to(1 << 16);
+        }
+    }
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R) -> io::Result<Message> {
+    let length = reader.read_u32().await? as usize;
+    if length > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {length} bytes exceeds the limit"),
+        ));
+    }
+    let mut payload = vec![0u8; length];
+    reader.read_exact(&mut payload).await?;
+    decode_payload(&payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ballot::Ballot;
+
+    #[tokio::test]
+    async fn messages_flow_both_ways_over_one_connection() {
+        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
+        let (sender_b, mut receiver_b) = mpsc::unbounded_channel();
+        let (network_a, bound) = Network::start(
+            NodeId::acceptor(1),
+            Some("127.0.0.1:0".parse().unwrap()),
+            &[],
+            Arc::new(move |event| {
+                let _ = sender_a.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        let (network_b, _) = Network::start(
+            NodeId::proposer(1),
+            None,
+            &[bound.unwrap().to_string()],
+            Arc::new(move |event| {
+                let _ = sender_b.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        match receiver_b.recv().await.unwrap() {
+            Inbound::Connected(node) => assert_eq!(node, NodeId::acceptor(1)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let prepare = Message::Prepare {
+            ballot: Ballot::new(1, 1),
+            from_slot: 1,
+        };
+        assert!(network_b.send(NodeId::acceptor(1), prepare.clone()));
+        loop {
+            match receiver_a.recv().await.unwrap() {
+                Inbound::Connected(_) => continue,
+                Inbound::Message(from, message) => {
+                    assert_eq!(from, NodeId::proposer(1));
+                    assert_eq!(message, prepare);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let promise = Message::Promise {
+            ballot: Ballot::new(1, 1),
+            accepted: vec![],
+        };
+        assert!(network_a.send(NodeId::proposer(1), promise.clone()));
+        match receiver_b.recv().await.unwrap() {
+            Inbound::Message(from, message) => {
+                assert_eq!(from, NodeId::acceptor(1));
+                assert_eq!(message, promise);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(network_b.peer_statuses()[0].connected);
+    }
+}

@@ -1,0 +1,343 @@
+//! A write-ahead log of checksummed records, for state that must survive `kill -9`.
+//!
+//! File layout: an 8-byte magic, then records of `[length: u32 LE][crc32: u32 LE][payload]`.
+//! Appends are buffered; [`Wal::sync`] writes them and calls `fdatasync`, and only after
+//! that may the caller act on them (an acceptor answers only after `sync`).
+//!
+//! On open, a damaged *tail* (a record cut short, a last record whose checksum fails, or
+//! trailing zeros) is the trace of a crash during an append that was never synced, so it
+//! was never acknowledged: it is truncated away. A checksum failure anywhere else is
+//! corruption of acknowledged data, reported as [`WalError::Corrupt`] and never used.
+//! [`Wal::rewrite`] compacts the log: the new records go to a temporary file that is
+//! synced, renamed over the log, and the directory synced, so a crash leaves either the
+//! old log or the new one.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"PAXWAL01";
+const HEADER_BYTES: u64 = 8;
+const RECORD_HEADER_BYTES: usize = 8;
+/// Records above this size are treated as damage.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024 * 1024;
+
+/// Why a log could not be opened.
+#[derive(Debug)]
+pub enum WalError {
+    /// The file system failed.
+    Io(io::Error),
+    /// Acknowledged data is damaged; the log must not be used.
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::Io(error) => write!(formatter, "log I/O error: {error}"),
+            WalError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => write!(
+                formatter,
+                "log {} is corrupt at byte {offset}: {reason}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+impl From<io::Error> for WalError {
+    fn from(error: io::Error) -> Self {
+        WalError::Io(error)
+    }
+}
+
+/// An open log, positioned at its end.
+pub struct Wal {
+    path: PathBuf,
+    file: File,
+    length_bytes: u64,
+    pending: Vec<u8>,
+}
+
+/// What opening a log found.
+pub struct Recovered {
+    /// The open log.
+    pub wal: Wal,
+    /// Every intact record, in order.
+    pub records: Vec<Vec<u8>>,
+    /// Bytes of damaged tail that were truncated (0 when the log was clean).
+    pub truncated_tail_bytes: u64,
+}
+
+fn sync_directory(path: &Path) -> io::Result<()> {
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
+}
+
+impl Wal {
+    /// Opens the log at `path` (creating it and its directory if needed) and reads back
+    /// every record.
+    pub fn open(path: impl AsRef<Path>) -> Result<Recovered, WalError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(directory) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            fs::create_dir_all(directory)?;
+        }
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if !existed {
+            sync_directory(&path)?;
+        }
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)?;
+        let (records, valid_bytes) = parse(&path, &contents)?;
+        let mut truncated_tail_bytes = 0;
+        if (contents.len() as u64) < HEADER_BYTES {
+            // New file, or a crash while writing the magic: start afresh.
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+        } else if valid_bytes < contents.len() as u64 {
+            truncated_tail_bytes = contents.len() as u64 - valid_bytes;
+            file.set_len(valid_bytes)?;
+            file.sync_all()?;
+        }
+        let length_bytes = valid_bytes.max(HEADER_BYTES);
+        file.seek(SeekFrom::Start(length_bytes))?;
+        Ok(Recovered {
+            wal: Wal {
+                path,
+                file,
+                length_bytes,
+                pending: Vec::new(),
+            },
+            records,
+            truncated_tail_bytes,
+        })
+    }
+
+    /// Queues one record; it is durable only after [`Wal::sync`].
+    pub fn append(&mut self, payload: &[u8]) {
+        assert!(
+            !payload.is_empty() && payload.len() <= MAX_RECORD_BYTES,
+            "a record holds 1..={MAX_RECORD_BYTES} bytes"
+        );
+        self.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending.extend_from_slice(payload);
+    }
+
+    /// Whether appended records wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes queued records to the operating system without waiting for the disk.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.length_bytes += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes queued records and waits until they are on disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.file.sync_data()
+    }
+
+    /// Size of the log on disk, in bytes.
+    pub fn length_bytes(&self) -> u64 {
+        self.length_bytes
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the whole log with `records`, atomically: after a crash the log holds
+    /// either the old records or exactly these.
+    pub fn rewrite<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
+        self.sync()?;
+        let temporary = self.path.with_extension("rewrite");
+        let mut contents = Vec::from(&MAGIC[..]);
+        for payload in records {
+            contents.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            contents.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            contents.extend_from_slice(payload);
+        }
+        {
+            let mut file = File::create(&temporary)?;
+            file.write_all(&contents)?;
+            file.sync_all()?;
+        }
+        fs::rename(&temporary, &self.path)?;
+        sync_directory(&self.path)?;
+        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.seek(SeekFrom::End(0))?;
+        self.file = file;
+        self.length_bytes = contents.len() as u64;
+        Ok(())
+    }
+}
+
+/// Splits `contents` into records; returns them and how many leading bytes are intact.
+fn parse(path: &Path, contents: &[u8]) -> Result<(Vec<Vec<u8>>, u64), WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    if contents.len() < HEADER_BYTES as usize {
+        if !MAGIC.starts_with(contents) {
+            return Err(corrupt(0, "not a log file (bad magic)".into()));
+        }
+        return Ok((Vec::new(), 0));
+    }
+    if &contents[..HEADER_BYTES as usize] != MAGIC {
+        return Err(corrupt(0, "not a log file (bad magic)".into()));
+    }
+    let mut records = Vec::new();
+    let mut offset = HEADER_BYTES as usize;
+    while offset < contents.len() {
+        let rest = &contents[offset..];
+        if rest.iter().all(|byte| *byte == 0) {
+            break; // zeros past the last record: space allocated by a crashed append
+        }
+        if rest.len() < RECORD_HEADER_BYTES {
+            break; // a record header cut short
+        }
+        let length = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let checksum = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        let end = RECORD_HEADER_BYTES + length;
+        if length == 0 || length > MAX_RECORD_BYTES {
+            return Err(corrupt(
+                offset,
+                format!("impossible record length {length}"),
+            ));
+        }
+        if end > rest.len() {
+            break; // a record cut short
+        }
+        let payload = &rest[RECORD_HEADER_BYTES..end];
+        if crc32fast::hash(payload) != checksum {
+            if end == rest.len() {
+                break; // the last record was torn
+            }
+            return Err(corrupt(offset, "checksum mismatch".into()));
+        }
+        records.push(payload.to_vec());
+        offset += end;
+    }
+    Ok((records, offset as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reopen(path: &Path) -> Recovered {
+        Wal::open(path).expect("log opens")
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        wal.append(b"first");
+        wal.append(b"second");
+        wal.sync().unwrap();
+        drop(wal);
+        let recovered = reopen(&path);
+        assert_eq!(
+            recovered.records,
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
+        assert_eq!(recovered.truncated_tail_bytes, 0);
+    }
+
+    #[test]
+    fn every_torn_tail_is_truncated_back_to_the_last_whole_record() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        wal.append(b"kept");
+        wal.sync().unwrap();
+        let intact = fs::read(&path).unwrap();
+        wal.append(b"torn record");
+        wal.sync().unwrap();
+        let full = fs::read(&path).unwrap();
+        for cut in intact.len()..full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let recovered = reopen(&path);
+            assert_eq!(recovered.records, vec![b"kept".to_vec()], "cut at {cut}");
+            assert_eq!(fs::read(&path).unwrap(), intact, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_before_the_tail_is_corruption() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        wal.append(b"acknowledged");
+        wal.append(b"also acknowledged");
+        wal.sync().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_BYTES as usize + RECORD_HEADER_BYTES + 2] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, HEADER_BYTES),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("a corrupt log must not open"),
+        }
+    }
+
+    #[test]
+    fn rewrite_replaces_the_log_atomically() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        for index in 0..10u8 {
+            wal.append(&[index + 1; 3]);
+        }
+        wal.sync().unwrap();
+        wal.rewrite([&b"snapshot"[..]]).unwrap();
+        wal.append(b"after");
+        wal.sync().unwrap();
+        drop(wal);
+        assert_eq!(
+            reopen(&path).records,
+            vec![b"snapshot".to_vec(), b"after".to_vec()]
+        );
+    }
+}
