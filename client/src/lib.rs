@@ -1,1 +1,38 @@
-//! placeholder
+//! The client API: a REST front end to the replicated key-value store.
+//!
+//! It writes through the proposer believed to lead (following leader hints, retrying with
+//! the same request id so that a write is applied at most once) and reads from learners at
+//! three consistency levels:
+//!
+//! - `strong` (linearizable): the leader grants a read index after a quorum of acceptors
+//!   confirms its leadership, and a learner answers once it has applied that slot;
+//! - `session`: a learner answers once it has applied the highest slot the session has
+//!   written or observed (read-your-writes, monotonic reads);
+//! - `eventual`: any learner answers at once.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /health` | | `{"status":"ok","node":"client1"}` |
+//! | `GET /status` | | every node's report, the leader, the learners' applied slots |
+//! | `POST /write` | `{"key","value","session_id"?,"request_id"?}` | `{"key","value","slot","request_id"}` |
+//! | `POST /read` | `{"key","consistency"?,"session_id"?}` | `{"key","value","consistency","slot"}` |
+//!
+//! Every error is `{"error": "..."}`; 503 means the cluster did not answer within
+//! REQUEST_TIMEOUT.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let config = common::config::ClientConfig::from_lookup(&common::config::Environment)?;
+//! let handle = client::start(config).await?;
+//! println!("REST API on http://{}", handle.address());
+//! handle.wait().await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod cluster;
+mod mailbox;
+pub mod service;
+
+pub use service::{run, start, ClientHandle};

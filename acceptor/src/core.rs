@@ -1,0 +1,697 @@
+//! The acceptor's protocol as a plain state machine: a message in, effects out.
+//!
+//! An acceptor is the memory of Paxos. It keeps two things, and both must survive a crash:
+//! the highest ballot it promised (phase 1) and, per slot, the last value it accepted with
+//! its ballot (phase 2). Safety rests on an acceptor never going back on either, so every
+//! answer that reveals a state change comes after an [`Effect::Persist`] of that change in
+//! the effect list; the service makes the persists durable (fsync) before it sends anything.
+//!
+//! No I/O, clock or logging here: the service feeds messages in and carries effects out, and
+//! tests drive the same code directly.
+
+use common::ballot::{Ballot, Slot};
+use common::message::{AcceptedEntry, Message, RoleStatus};
+use common::node::NodeId;
+use common::value::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The most entries one `AcceptedValues` answer to `SyncAccepted` carries, so that a learner
+/// far behind catches up in bounded messages (it asks again for the rest).
+pub const SYNC_ENTRIES_MAX: usize = 4096;
+
+/// One durable change of the acceptor's state, as written to its log.
+///
+/// Replaying the records in order (see [`Acceptor::recover`]) rebuilds the state exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The acceptor promised this ballot: it will ignore every lower one.
+    Promised(Ballot),
+    /// The acceptor accepted this value in this slot under this ballot. It also implies a
+    /// promise of that ballot, so an Accept that raises the promise needs no second record.
+    Accepted(AcceptedEntry),
+}
+
+/// What the service must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Make this record durable. Every `Persist` comes before the sends that reveal it, and
+    /// the service syncs all persists of a batch before sending any message.
+    Persist(Record),
+    /// Send `message` to the node `to`.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Send `message` to every connected learner (phase 2b votes).
+    SendToLearners(Message),
+}
+
+/// One acceptor's state: the promise and the accepted value of every slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acceptor {
+    id: u32,
+    promised_ballot: Ballot,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+}
+
+impl Acceptor {
+    /// A fresh acceptor number `id` that has promised nothing and accepted nothing.
+    pub fn new(id: u32) -> Self {
+        Acceptor {
+            id,
+            promised_ballot: Ballot::ZERO,
+            accepted: BTreeMap::new(),
+        }
+    }
+
+    /// Rebuilds acceptor `id` from the records it persisted, replayed in order.
+    ///
+    /// The promise is the highest ballot among all records: an `Accepted` record stands for
+    /// a promise of its ballot too (see [`Record::Accepted`]).
+    pub fn recover(id: u32, records: impl IntoIterator<Item = Record>) -> Self {
+        let mut acceptor = Acceptor::new(id);
+        for record in records {
+            match record {
+                Record::Promised(ballot) => {
+                    acceptor.promised_ballot = acceptor.promised_ballot.max(ballot);
+                }
+                Record::Accepted(entry) => {
+                    acceptor.promised_ballot = acceptor.promised_ballot.max(entry.ballot);
+                    acceptor
+                        .accepted
+                        .insert(entry.slot, (entry.ballot, entry.value));
+                }
+            }
+        }
+        acceptor.assert_accepted_ballots_within_promise();
+        acceptor
+    }
+
+    /// Handles `message` from the node `from` and returns what to do, persists first.
+    ///
+    /// Messages an acceptor does not serve (including `StatusRequest`, which the service
+    /// answers with [`Acceptor::status`]) give no effects.
+    pub fn handle(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
+        match message {
+            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
+            Message::Accept {
+                ballot,
+                slot,
+                value,
+            } => self.on_accept(from, ballot, slot, value),
+            Message::Confirm { ballot, sequence } => self.on_confirm(from, ballot, sequence),
+            Message::SyncAccepted { from_slot, to_slot } => {
+                self.on_sync_accepted(from, from_slot, to_slot)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Phase 1: promise `ballot` unless a higher one is promised. An equal ballot gets its
+    /// Promise again, because a proposer retransmits a lost Prepare and never reuses a
+    /// ballot for a different one.
+    fn on_prepare(&mut self, from: NodeId, ballot: Ballot, from_slot: Slot) -> Vec<Effect> {
+        if ballot < self.promised_ballot {
+            return vec![self.rejection(from, ballot)];
+        }
+        let mut effects = Vec::with_capacity(2);
+        if ballot > self.promised_ballot {
+            self.promised_ballot = ballot;
+            effects.push(Effect::Persist(Record::Promised(ballot)));
+        }
+        let accepted = self
+            .accepted
+            .range(from_slot..)
+            .map(|(slot, (accepted_ballot, value))| AcceptedEntry {
+                slot: *slot,
+                ballot: *accepted_ballot,
+                value: value.clone(),
+            })
+            .collect();
+        effects.push(Effect::Send {
+            to: from,
+            message: Message::Promise { ballot, accepted },
+        });
+        effects
+    }
+
+    /// Phase 2: accept `value` in `slot` unless a higher ballot is promised. Accepting also
+    /// promises `ballot`, since the leader that sent it won phase 1 with it.
+    fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) -> Vec<Effect> {
+        if ballot < self.promised_ballot {
+            return vec![self.rejection(from, ballot)];
+        }
+        self.promised_ballot = ballot;
+        let entry = AcceptedEntry {
+            slot,
+            ballot,
+            value,
+        };
+        let mut effects = Vec::with_capacity(3);
+        match self.accepted.get(&slot) {
+            // A retransmitted Accept: already durable, so only the answers are repeated.
+            Some((accepted_ballot, accepted_value))
+                if *accepted_ballot == ballot && *accepted_value == entry.value => {}
+            Some((accepted_ballot, _)) => {
+                assert!(
+                    *accepted_ballot != ballot,
+                    "invariant violated: one value per slot per ballot (acceptor {} was asked \
+                     to accept a second value in slot {slot} under ballot {ballot})",
+                    self.id
+                );
+                self.store(&entry, &mut effects);
+            }
+            None => self.store(&entry, &mut effects),
+        }
+        effects.push(Effect::Send {
+            to: from,
+            message: Message::Accepted { ballot, slot },
+        });
+        effects.push(Effect::SendToLearners(Message::AcceptedValues {
+            entries: vec![entry],
+        }));
+        effects
+    }
+
+    fn store(&mut self, entry: &AcceptedEntry, effects: &mut Vec<Effect>) {
+        debug_assert!(
+            entry.ballot <= self.promised_ballot,
+            "invariant violated: an accepted ballot never exceeds the promise"
+        );
+        self.accepted
+            .insert(entry.slot, (entry.ballot, entry.value.clone()));
+        effects.push(Effect::Persist(Record::Accepted(entry.clone())));
+    }
+
+    /// A leader proving it still leads (for linearizable reads): it does as long as nothing
+    /// higher was promised. Nothing changes, so nothing is persisted.
+    fn on_confirm(&self, from: NodeId, ballot: Ballot, sequence: u64) -> Vec<Effect> {
+        if ballot < self.promised_ballot {
+            return vec![self.rejection(from, ballot)];
+        }
+        vec![Effect::Send {
+            to: from,
+            message: Message::Confirmed { ballot, sequence },
+        }]
+    }
+
+    /// A learner filling a gap: the accepted entries of `[from_slot, to_slot)`, at most
+    /// [`SYNC_ENTRIES_MAX`] of them. An empty answer is still sent so the learner knows.
+    fn on_sync_accepted(&self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Vec<Effect> {
+        let entries = if from_slot < to_slot {
+            self.accepted
+                .range(from_slot..to_slot)
+                .take(SYNC_ENTRIES_MAX)
+                .map(|(slot, (ballot, value))| AcceptedEntry {
+                    slot: *slot,
+                    ballot: *ballot,
+                    value: value.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        vec![Effect::Send {
+            to: from,
+            message: Message::AcceptedValues { entries },
+        }]
+    }
+
+    fn rejection(&self, to: NodeId, ballot: Ballot) -> Effect {
+        Effect::Send {
+            to,
+            message: Message::Rejected {
+                ballot,
+                promised: self.promised_ballot,
+            },
+        }
+    }
+
+    /// The whole state as records, for log compaction: `recover` of these equals `self`.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.accepted.len() + 1);
+        if self.promised_ballot > Ballot::ZERO {
+            records.push(Record::Promised(self.promised_ballot));
+        }
+        records.extend(self.accepted.iter().map(|(slot, (ballot, value))| {
+            Record::Accepted(AcceptedEntry {
+                slot: *slot,
+                ballot: *ballot,
+                value: value.clone(),
+            })
+        }));
+        records
+    }
+
+    /// The acceptor's part of a `/status` report.
+    pub fn status(&self) -> RoleStatus {
+        RoleStatus::Acceptor {
+            promised_ballot: self.promised_ballot,
+            accepted_slot_max: self.accepted_slot_max(),
+            accepted_slot_count: self.accepted.len() as u64,
+        }
+    }
+
+    /// This acceptor's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The highest ballot promised ([`Ballot::ZERO`] if none).
+    pub fn promised_ballot(&self) -> Ballot {
+        self.promised_ballot
+    }
+
+    /// The ballot and value accepted in `slot`, if any.
+    pub fn accepted(&self, slot: Slot) -> Option<(Ballot, &Value)> {
+        self.accepted
+            .get(&slot)
+            .map(|(ballot, value)| (*ballot, value))
+    }
+
+    /// The highest slot with an accepted value (0 if none).
+    pub fn accepted_slot_max(&self) -> Slot {
+        self.accepted.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// How many slots hold an accepted value.
+    pub fn accepted_slot_count(&self) -> usize {
+        self.accepted.len()
+    }
+
+    fn assert_accepted_ballots_within_promise(&self) {
+        for (slot, (ballot, _)) in &self.accepted {
+            assert!(
+                *ballot <= self.promised_ballot,
+                "invariant violated: an accepted ballot never exceeds the promise \
+                 (slot {slot} accepted under {ballot}, promised {})",
+                self.promised_ballot
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::value::{Command, RequestId};
+
+    fn proposer(id: u32) -> NodeId {
+        NodeId::proposer(id)
+    }
+
+    fn value(text: &str) -> Value {
+        Value::Batch(vec![Command {
+            request_id: RequestId(text.len() as u128),
+            key: "key".into(),
+            value: text.into(),
+        }])
+    }
+
+    fn prepare(round: u64, proposer_id: u32, from_slot: Slot) -> Message {
+        Message::Prepare {
+            ballot: Ballot::new(round, proposer_id),
+            from_slot,
+        }
+    }
+
+    fn accept(round: u64, proposer_id: u32, slot: Slot, text: &str) -> Message {
+        Message::Accept {
+            ballot: Ballot::new(round, proposer_id),
+            slot,
+            value: value(text),
+        }
+    }
+
+    fn sends(effects: &[Effect]) -> Vec<Message> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn persisted(effects: &[Effect]) -> Vec<Record> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Persist(record) => Some(record.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acceptor_promises_then_rejects_a_lower_ballot() {
+        let mut acceptor = Acceptor::new(1);
+        let effects = acceptor.handle(proposer(2), prepare(3, 2, 1));
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Persist(Record::Promised(Ballot::new(3, 2))),
+                Effect::Send {
+                    to: proposer(2),
+                    message: Message::Promise {
+                        ballot: Ballot::new(3, 2),
+                        accepted: vec![]
+                    }
+                }
+            ]
+        );
+        let effects = acceptor.handle(proposer(1), prepare(3, 1, 1));
+        assert_eq!(
+            effects,
+            vec![Effect::Send {
+                to: proposer(1),
+                message: Message::Rejected {
+                    ballot: Ballot::new(3, 1),
+                    promised: Ballot::new(3, 2)
+                }
+            }]
+        );
+        assert_eq!(acceptor.promised_ballot(), Ballot::new(3, 2));
+    }
+
+    #[test]
+    fn acceptor_promises_a_retransmitted_prepare_again_without_persisting() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(1, 1, 1));
+        let effects = acceptor.handle(proposer(1), prepare(1, 1, 1));
+        assert!(persisted(&effects).is_empty());
+        assert!(matches!(
+            sends(&effects)[..],
+            [Message::Promise { ballot, .. }] if ballot == Ballot::new(1, 1)
+        ));
+    }
+
+    #[test]
+    fn acceptor_accepts_at_the_promised_ballot() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(1, 1, 1));
+        let effects = acceptor.handle(proposer(1), accept(1, 1, 5, "a"));
+        let entry = AcceptedEntry {
+            slot: 5,
+            ballot: Ballot::new(1, 1),
+            value: value("a"),
+        };
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Persist(Record::Accepted(entry.clone())),
+                Effect::Send {
+                    to: proposer(1),
+                    message: Message::Accepted {
+                        ballot: Ballot::new(1, 1),
+                        slot: 5
+                    }
+                },
+                Effect::SendToLearners(Message::AcceptedValues {
+                    entries: vec![entry]
+                }),
+            ]
+        );
+        assert_eq!(acceptor.accepted(5), Some((Ballot::new(1, 1), &value("a"))));
+    }
+
+    #[test]
+    fn acceptor_rejects_accept_below_its_promise() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(2), prepare(2, 2, 1));
+        let effects = acceptor.handle(proposer(1), accept(1, 1, 1, "old"));
+        assert_eq!(
+            sends(&effects),
+            vec![Message::Rejected {
+                ballot: Ballot::new(1, 1),
+                promised: Ballot::new(2, 2)
+            }]
+        );
+        assert!(persisted(&effects).is_empty());
+        assert_eq!(acceptor.accepted(1), None);
+    }
+
+    #[test]
+    fn accept_above_the_promise_raises_the_promise() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(1, 1, 1));
+        acceptor.handle(proposer(2), accept(4, 2, 1, "b"));
+        assert_eq!(acceptor.promised_ballot(), Ballot::new(4, 2));
+        let effects = acceptor.handle(proposer(1), prepare(3, 1, 1));
+        assert!(matches!(
+            sends(&effects)[..],
+            [Message::Rejected { promised, .. }] if promised == Ballot::new(4, 2)
+        ));
+    }
+
+    #[test]
+    fn promise_carries_accepted_entries_from_the_requested_slot_on_in_slot_order() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(1, 1, 1));
+        for (slot, text) in [(3, "c"), (1, "a"), (2, "b"), (7, "g")] {
+            acceptor.handle(proposer(1), accept(1, 1, slot, text));
+        }
+        let effects = acceptor.handle(proposer(2), prepare(2, 2, 2));
+        let [Message::Promise { accepted, .. }] = &sends(&effects)[..] else {
+            panic!("expected one Promise, got {effects:?}");
+        };
+        let slots: Vec<Slot> = accepted.iter().map(|entry| entry.slot).collect();
+        assert_eq!(slots, vec![2, 3, 7]);
+        assert!(accepted
+            .iter()
+            .all(|entry| entry.ballot == Ballot::new(1, 1)));
+        assert_eq!(accepted[1].value, value("c"));
+    }
+
+    #[test]
+    fn a_duplicated_accept_is_answered_again_without_a_second_persist() {
+        let mut acceptor = Acceptor::new(1);
+        let first = acceptor.handle(proposer(1), accept(1, 1, 1, "a"));
+        let second = acceptor.handle(proposer(1), accept(1, 1, 1, "a"));
+        assert_eq!(persisted(&first).len(), 1);
+        assert!(persisted(&second).is_empty());
+        assert_eq!(sends(&first), sends(&second));
+        assert_eq!(
+            first[1..],
+            second[..],
+            "same answers, to proposer and learners"
+        );
+    }
+
+    #[test]
+    fn a_prepare_arriving_after_a_higher_accept_is_rejected_and_the_vote_kept() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(2), accept(5, 2, 1, "new"));
+        let effects = acceptor.handle(proposer(1), prepare(4, 1, 1));
+        assert_eq!(
+            sends(&effects),
+            vec![Message::Rejected {
+                ballot: Ballot::new(4, 1),
+                promised: Ballot::new(5, 2)
+            }]
+        );
+        let effects = acceptor.handle(proposer(1), accept(4, 1, 1, "old"));
+        assert!(matches!(sends(&effects)[..], [Message::Rejected { .. }]));
+        assert_eq!(
+            acceptor.accepted(1),
+            Some((Ballot::new(5, 2), &value("new")))
+        );
+    }
+
+    #[test]
+    fn a_higher_ballot_replaces_the_value_accepted_in_a_slot() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), accept(1, 1, 1, "first"));
+        acceptor.handle(proposer(2), accept(2, 2, 1, "second"));
+        assert_eq!(
+            acceptor.accepted(1),
+            Some((Ballot::new(2, 2), &value("second")))
+        );
+        assert_eq!(acceptor.accepted_slot_count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "one value per slot per ballot")]
+    fn a_second_value_in_one_slot_under_one_ballot_breaks_the_invariant() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), accept(1, 1, 1, "a"));
+        acceptor.handle(proposer(1), accept(1, 1, 1, "b"));
+    }
+
+    #[test]
+    fn confirm_is_granted_at_or_above_the_promise_and_persists_nothing() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(2, 1, 1));
+        let granted = acceptor.handle(
+            proposer(1),
+            Message::Confirm {
+                ballot: Ballot::new(2, 1),
+                sequence: 9,
+            },
+        );
+        assert_eq!(
+            granted,
+            vec![Effect::Send {
+                to: proposer(1),
+                message: Message::Confirmed {
+                    ballot: Ballot::new(2, 1),
+                    sequence: 9
+                }
+            }]
+        );
+        let refused = acceptor.handle(
+            proposer(2),
+            Message::Confirm {
+                ballot: Ballot::new(1, 2),
+                sequence: 3,
+            },
+        );
+        assert_eq!(
+            sends(&refused),
+            vec![Message::Rejected {
+                ballot: Ballot::new(1, 2),
+                promised: Ballot::new(2, 1)
+            }]
+        );
+        assert_eq!(acceptor.promised_ballot(), Ballot::new(2, 1));
+    }
+
+    #[test]
+    fn sync_accepted_answers_the_half_open_range_bounded_in_size() {
+        let mut acceptor = Acceptor::new(1);
+        for slot in 1..=(SYNC_ENTRIES_MAX as Slot + 10) {
+            acceptor.handle(proposer(1), accept(1, 1, slot, "v"));
+        }
+        let learner = NodeId::learner(1);
+        let effects = acceptor.handle(
+            learner,
+            Message::SyncAccepted {
+                from_slot: 3,
+                to_slot: 6,
+            },
+        );
+        let [Effect::Send {
+            to,
+            message: Message::AcceptedValues { entries },
+        }] = &effects[..]
+        else {
+            panic!("expected one AcceptedValues, got {effects:?}");
+        };
+        assert_eq!(*to, learner);
+        let slots: Vec<Slot> = entries.iter().map(|entry| entry.slot).collect();
+        assert_eq!(slots, vec![3, 4, 5]);
+        let effects = acceptor.handle(
+            learner,
+            Message::SyncAccepted {
+                from_slot: 1,
+                to_slot: Slot::MAX,
+            },
+        );
+        let [Message::AcceptedValues { entries }] = &sends(&effects)[..] else {
+            panic!("expected one AcceptedValues");
+        };
+        assert_eq!(entries.len(), SYNC_ENTRIES_MAX);
+        assert_eq!(entries[0].slot, 1);
+        let effects = acceptor.handle(
+            learner,
+            Message::SyncAccepted {
+                from_slot: 9,
+                to_slot: 2,
+            },
+        );
+        assert_eq!(
+            sends(&effects),
+            vec![Message::AcceptedValues { entries: vec![] }]
+        );
+    }
+
+    #[test]
+    fn messages_an_acceptor_does_not_serve_are_ignored() {
+        let mut acceptor = Acceptor::new(1);
+        for message in [
+            Message::StatusRequest { request_id: 1 },
+            Message::Heartbeat {
+                ballot: Ballot::new(9, 9),
+                decided_slot_max: 4,
+            },
+            Message::Promise {
+                ballot: Ballot::new(9, 9),
+                accepted: vec![],
+            },
+        ] {
+            assert!(acceptor.handle(proposer(1), message).is_empty());
+        }
+        assert_eq!(acceptor, Acceptor::new(1));
+    }
+
+    #[test]
+    fn persistence_precedes_every_send() {
+        let mut acceptor = Acceptor::new(1);
+        let messages = [
+            prepare(1, 1, 1),
+            accept(1, 1, 1, "a"),
+            accept(2, 2, 2, "b"),
+            prepare(3, 1, 1),
+            accept(3, 1, 1, "c"),
+        ];
+        for message in messages {
+            let effects = acceptor.handle(proposer(1), message);
+            let first_send = effects
+                .iter()
+                .position(|effect| !matches!(effect, Effect::Persist(_)))
+                .unwrap_or(effects.len());
+            assert!(
+                effects[first_send..]
+                    .iter()
+                    .all(|effect| !matches!(effect, Effect::Persist(_))),
+                "a Persist after a send: {effects:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_acceptor_that_crashes_after_promising_keeps_the_promise() {
+        let mut acceptor = Acceptor::new(2);
+        let mut log = Vec::new();
+        for message in [
+            prepare(1, 1, 1),
+            accept(1, 1, 1, "a"),
+            accept(1, 1, 2, "b"),
+            prepare(2, 2, 1),
+        ] {
+            log.extend(persisted(&acceptor.handle(proposer(1), message)));
+        }
+        let recovered = Acceptor::recover(2, log.clone());
+        assert_eq!(recovered, acceptor);
+        assert_eq!(recovered.promised_ballot(), Ballot::new(2, 2));
+        let mut recovered = recovered;
+        let effects = recovered.handle(proposer(1), prepare(1, 1, 1));
+        assert!(matches!(sends(&effects)[..], [Message::Rejected { .. }]));
+        assert_eq!(Acceptor::recover(2, acceptor.snapshot()), acceptor);
+    }
+
+    #[test]
+    fn recovery_takes_the_promise_implied_by_an_accepted_record() {
+        let entry = AcceptedEntry {
+            slot: 4,
+            ballot: Ballot::new(7, 3),
+            value: Value::Noop,
+        };
+        let acceptor = Acceptor::recover(
+            1,
+            [Record::Promised(Ballot::new(2, 1)), Record::Accepted(entry)],
+        );
+        assert_eq!(acceptor.promised_ballot(), Ballot::new(7, 3));
+        assert_eq!(
+            acceptor.status(),
+            RoleStatus::Acceptor {
+                promised_ballot: Ballot::new(7, 3),
+                accepted_slot_max: 4,
+                accepted_slot_count: 1
+            }
+        );
+    }
+}

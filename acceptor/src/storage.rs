@@ -1,0 +1,170 @@
+//! The acceptor's durable memory: its [`Record`]s in a checksummed write-ahead log.
+//!
+//! The log lives at `<data dir>/acceptor.wal`. The service appends the records of a batch,
+//! syncs once (group commit) and only then sends the answers, so whatever a proposer or
+//! learner has heard survives a crash. A damaged tail is an append that was never synced,
+//! hence never acknowledged, and [`common::wal::Wal`] truncates it; damage anywhere else,
+//! or a record whose checksum passes but which does not decode, is corruption and stops
+//! the acceptor: starting from defaults would let it break promises it made.
+//!
+//! The log only grows (each Accept adds a record), so it is compacted: once it exceeds
+//! `max(64 MiB, 2 × its size right after the last compaction)` it is rewritten atomically
+//! with [`Acceptor::snapshot`], one record per slot plus the promise.
+
+use crate::core::{Acceptor, Record};
+use common::wal::{Wal, WalError};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The log's file name inside the data directory.
+pub const LOG_FILE_NAME: &str = "acceptor.wal";
+
+/// The log is never compacted below this size: rewriting a small log buys nothing.
+pub const COMPACTION_MINIMUM_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why the acceptor's log cannot be used.
+#[derive(Debug)]
+pub enum StorageError {
+    /// The log could not be opened or is damaged (see [`WalError`]).
+    Wal(WalError),
+    /// A record passed its checksum but is not a [`Record`]: acknowledged data that this
+    /// acceptor cannot read (written by another program or version).
+    Undecodable {
+        /// The log file.
+        path: PathBuf,
+        /// Position of the record in the log, from 0.
+        record_index: usize,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Wal(error) => write!(formatter, "{error}"),
+            StorageError::Undecodable {
+                path,
+                record_index,
+                reason,
+            } => write!(
+                formatter,
+                "log {} is corrupt: record {record_index} passed its checksum but does not \
+                 decode as an acceptor record: {reason}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+impl From<WalError> for StorageError {
+    fn from(error: WalError) -> Self {
+        StorageError::Wal(error)
+    }
+}
+
+/// The acceptor's open log.
+pub struct Storage {
+    wal: Wal,
+    truncated_tail_bytes: u64,
+    /// The log's size right after the last compaction; 0 until the first one in this
+    /// process, so a large log inherited from a previous run is compacted once.
+    compacted_length_bytes: u64,
+    compaction_minimum_bytes: u64,
+}
+
+impl Storage {
+    /// Opens (or creates) `directory/acceptor.wal` and returns it with every record it
+    /// holds, in the order written, for [`Acceptor::recover`].
+    pub fn open(directory: impl AsRef<Path>) -> Result<(Storage, Vec<Record>), StorageError> {
+        let path = directory.as_ref().join(LOG_FILE_NAME);
+        let recovered = Wal::open(&path)?;
+        let records = recovered
+            .records
+            .iter()
+            .enumerate()
+            .map(|(record_index, payload)| {
+                postcard::from_bytes::<Record>(payload).map_err(|error| StorageError::Undecodable {
+                    path: path.clone(),
+                    record_index,
+                    reason: error.to_string(),
+                })
+            })
+            .collect::<Result<Vec<Record>, StorageError>>()?;
+        let storage = Storage {
+            wal: recovered.wal,
+            truncated_tail_bytes: recovered.truncated_tail_bytes,
+            compacted_length_bytes: 0,
+            compaction_minimum_bytes: COMPACTION_MINIMUM_BYTES,
+        };
+        Ok((storage, records))
+    }
+
+    /// Lowers (or raises) the size below which the log is never compacted; for tests.
+    pub fn set_compaction_minimum_bytes(&mut self, bytes: u64) {
+        self.compaction_minimum_bytes = bytes;
+    }
+
+    /// Queues `record`; it is durable only after [`Storage::sync`].
+    pub fn append(&mut self, record: &Record) {
+        self.wal.append(&encode(record));
+    }
+
+    /// Writes the queued records and waits for the disk. An error here must stop the
+    /// acceptor: after a failed fsync the kernel may have dropped the data, and retrying
+    /// can report success for writes that never reached the disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.wal.sync()
+    }
+
+    /// Whether the log has outgrown `max(minimum, 2 × size after the last compaction)`.
+    pub fn needs_compaction(&self) -> bool {
+        let threshold = self
+            .compaction_minimum_bytes
+            .max(self.compacted_length_bytes.saturating_mul(2));
+        self.wal.length_bytes() > threshold
+    }
+
+    /// Rewrites the log as `acceptor`'s snapshot if it has outgrown its threshold; returns
+    /// whether it did. `acceptor` must hold every record appended so far (it does: the
+    /// core changes state as it emits each record). An error leaves the log in an unknown
+    /// state (the old file or the new one) and must stop the acceptor.
+    pub fn compact_if_needed(&mut self, acceptor: &Acceptor) -> io::Result<bool> {
+        if !self.needs_compaction() {
+            return Ok(false);
+        }
+        self.compact(acceptor)?;
+        Ok(true)
+    }
+
+    /// Rewrites the log as `acceptor`'s snapshot, atomically.
+    pub fn compact(&mut self, acceptor: &Acceptor) -> io::Result<()> {
+        let payloads: Vec<Vec<u8>> = acceptor.snapshot().iter().map(encode).collect();
+        self.wal
+            .rewrite(payloads.iter().map(|payload| payload.as_slice()))?;
+        self.compacted_length_bytes = self.wal.length_bytes();
+        Ok(())
+    }
+
+    /// Bytes of damaged tail truncated when the log was opened (0 if it was clean).
+    pub fn truncated_tail_bytes(&self) -> u64 {
+        self.truncated_tail_bytes
+    }
+
+    /// The log's size on disk, in bytes.
+    pub fn length_bytes(&self) -> u64 {
+        self.wal.length_bytes()
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        self.wal.path()
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    postcard::to_allocvec(record).expect("encoding a record into a Vec cannot fail")
+}

@@ -1,0 +1,190 @@
+//! The acceptor's log: what was synced comes back after a reopen, a compaction or a
+//! crash in the middle of an append, and damaged acknowledged data stops the acceptor.
+
+use acceptor::core::{Acceptor, Effect, Record};
+use acceptor::storage::{Storage, StorageError, LOG_FILE_NAME};
+use common::ballot::{Ballot, Slot};
+use common::message::Message;
+use common::node::NodeId;
+use common::value::{Command, RequestId, Value};
+use common::wal::{Wal, WalError};
+use std::fs;
+
+fn value(slot: Slot, round: u64) -> Value {
+    Value::Batch(vec![Command {
+        request_id: RequestId((slot as u128) << 64 | round as u128),
+        key: format!("key{slot}"),
+        value: format!("value of slot {slot} in round {round}"),
+    }])
+}
+
+/// Hands `message` to the core, appends its records and syncs, as the service does.
+fn handle_durably(acceptor: &mut Acceptor, storage: &mut Storage, message: Message) {
+    let effects = acceptor.handle(NodeId::proposer(1), message);
+    for effect in &effects {
+        if let Effect::Persist(record) = effect {
+            storage.append(record);
+        }
+    }
+    storage.sync().expect("sync");
+}
+
+fn prepare(round: u64) -> Message {
+    Message::Prepare {
+        ballot: Ballot::new(round, 1),
+        from_slot: 1,
+    }
+}
+
+fn accept(round: u64, slot: Slot) -> Message {
+    Message::Accept {
+        ballot: Ballot::new(round, 1),
+        slot,
+        value: value(slot, round),
+    }
+}
+
+#[test]
+fn records_survive_reopening_the_log() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut storage, records) = Storage::open(directory.path()).unwrap();
+    assert!(records.is_empty());
+    let mut acceptor = Acceptor::new(1);
+    handle_durably(&mut acceptor, &mut storage, prepare(1));
+    for slot in 1..=5 {
+        handle_durably(&mut acceptor, &mut storage, accept(1, slot));
+    }
+    handle_durably(&mut acceptor, &mut storage, prepare(2));
+    drop(storage);
+
+    let (storage, records) = Storage::open(directory.path()).unwrap();
+    assert_eq!(records.len(), 7);
+    assert_eq!(records[0], Record::Promised(Ballot::new(1, 1)));
+    assert_eq!(storage.truncated_tail_bytes(), 0);
+    assert_eq!(storage.path(), directory.path().join(LOG_FILE_NAME));
+    assert_eq!(Acceptor::recover(1, records), acceptor);
+}
+
+#[test]
+fn compaction_keeps_the_state_and_bounds_the_log() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(directory.path()).unwrap();
+    storage.set_compaction_minimum_bytes(4096);
+    let mut acceptor = Acceptor::new(1);
+    let mut compactions = 0;
+    let mut largest_log_bytes = 0;
+    // Ten slots rewritten by ever higher ballots: the state stays small, the log does not.
+    for round in 1..=200 {
+        handle_durably(&mut acceptor, &mut storage, accept(round, round % 10 + 1));
+        largest_log_bytes = largest_log_bytes.max(storage.length_bytes());
+        if storage.compact_if_needed(&acceptor).unwrap() {
+            compactions += 1;
+        }
+    }
+    assert!(compactions > 0, "the log was never compacted");
+    assert!(
+        largest_log_bytes <= 4096 + 512,
+        "the log grew to {largest_log_bytes} bytes"
+    );
+    handle_durably(&mut acceptor, &mut storage, prepare(300));
+    drop(storage);
+
+    let (_, records) = Storage::open(directory.path()).unwrap();
+    // A snapshot (the promise and ten slots) plus what came after it, not 201 records.
+    assert!(
+        records.len() < 60,
+        "{} records after compaction",
+        records.len()
+    );
+    let recovered = Acceptor::recover(1, records);
+    assert_eq!(recovered, acceptor);
+    assert_eq!(recovered.promised_ballot(), Ballot::new(300, 1));
+}
+
+#[test]
+fn compaction_waits_for_twice_the_size_left_by_the_last_one() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut storage, _) = Storage::open(directory.path()).unwrap();
+    storage.set_compaction_minimum_bytes(0);
+    let mut acceptor = Acceptor::new(1);
+    for slot in 1..=50 {
+        handle_durably(&mut acceptor, &mut storage, accept(1, slot));
+    }
+    assert!(storage.compact_if_needed(&acceptor).unwrap());
+    let compacted_bytes = storage.length_bytes();
+    // Fifty distinct slots: the snapshot is as big as the log, so it must not be
+    // rewritten again until it has doubled.
+    handle_durably(&mut acceptor, &mut storage, accept(1, 51));
+    assert!(!storage.compact_if_needed(&acceptor).unwrap());
+    let mut slot = 52;
+    while storage.length_bytes() <= 2 * compacted_bytes {
+        assert!(!storage.needs_compaction());
+        handle_durably(&mut acceptor, &mut storage, accept(1, slot));
+        slot += 1;
+    }
+    assert!(storage.compact_if_needed(&acceptor).unwrap());
+}
+
+#[test]
+fn a_torn_tail_after_a_crash_leaves_the_acknowledged_state_intact() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join(LOG_FILE_NAME);
+    let (mut storage, _) = Storage::open(directory.path()).unwrap();
+    let mut acceptor = Acceptor::new(1);
+    handle_durably(&mut acceptor, &mut storage, prepare(1));
+    handle_durably(&mut acceptor, &mut storage, accept(1, 1));
+    let acknowledged = acceptor.clone();
+    let acknowledged_bytes = storage.length_bytes();
+    // The crash: the next append reached the file only in part, and was never answered.
+    handle_durably(&mut acceptor, &mut storage, accept(2, 2));
+    drop(storage);
+    let full = fs::read(&path).unwrap();
+    assert!(full.len() as u64 > acknowledged_bytes + 1);
+    for cut in [
+        acknowledged_bytes + 1,
+        (acknowledged_bytes + full.len() as u64) / 2,
+    ] {
+        fs::write(&path, &full[..cut as usize]).unwrap();
+        let (storage, records) = Storage::open(directory.path()).unwrap();
+        assert_eq!(storage.truncated_tail_bytes(), cut - acknowledged_bytes);
+        assert_eq!(Acceptor::recover(1, records), acknowledged, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_record_that_passes_its_checksum_but_does_not_decode_is_corruption() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join(LOG_FILE_NAME);
+    let mut wal = Wal::open(&path).unwrap().wal;
+    wal.append(&postcard::to_allocvec(&Record::Promised(Ballot::new(1, 1))).unwrap());
+    wal.append(&[0x7f, 0x7f, 0x7f]);
+    wal.sync().unwrap();
+    drop(wal);
+    match Storage::open(directory.path()) {
+        Err(StorageError::Undecodable { record_index, .. }) => assert_eq!(record_index, 1),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("an undecodable record must not be skipped"),
+    }
+}
+
+#[test]
+fn damage_before_the_tail_is_corruption_not_a_fresh_start() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join(LOG_FILE_NAME);
+    let (mut storage, _) = Storage::open(directory.path()).unwrap();
+    let mut acceptor = Acceptor::new(1);
+    handle_durably(&mut acceptor, &mut storage, prepare(1));
+    handle_durably(&mut acceptor, &mut storage, accept(1, 1));
+    drop(storage);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8 + 8] ^= 0xff; // the first record's payload
+    fs::write(&path, &bytes).unwrap();
+    let error = Storage::open(directory.path())
+        .err()
+        .expect("must not open");
+    assert!(
+        matches!(error, StorageError::Wal(WalError::Corrupt { .. })),
+        "{error}"
+    );
+    assert!(error.to_string().contains("corrupt"), "{error}");
+}

@@ -1,0 +1,89 @@
+//! The client API service: the REST server and the network towards the cluster, both on
+//! the Tokio runtime (the client API has no protocol state to drive, so no driver thread).
+
+use crate::api;
+use crate::cluster::Cluster;
+use anyhow::Context;
+use common::config::ClientConfig;
+use common::node::NodeId;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running client API. Dropping it (or [`ClientHandle::shutdown`]) stops the REST
+/// server; in-flight requests finish first.
+pub struct ClientHandle {
+    address: SocketAddr,
+    /// Dropping the sender tells the server to stop.
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl ClientHandle {
+    /// The address the REST API is bound to (useful when `listen` had port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the REST server and waits until it has stopped.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.take();
+        self.join().await
+    }
+
+    /// Serves until the server fails (it otherwise runs until the process is killed).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.join().await
+    }
+
+    async fn join(&mut self) -> anyhow::Result<()> {
+        match self.server.take() {
+            Some(server) => server
+                .await
+                .context("the REST server task failed")?
+                .context("the REST server stopped"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the client API of `config`: binds `config.listen` (port 0 picks a free port),
+/// connects to the proposers and learners, and serves the REST API in the background.
+pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (CLIENT_PORT)", config.listen))?;
+    let address = listener.local_addr()?;
+    let cluster = Cluster::connect(&config)
+        .await
+        .context("cannot start the client network")?;
+    let node = NodeId::client(config.id);
+    let router = api::router(cluster, node.to_string());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                // Resolves on a stop signal and when the handle is dropped.
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(
+        %node,
+        %address,
+        proposers = ?config.proposer_hosts,
+        learners = ?config.learner_hosts,
+        "client API listening"
+    );
+    Ok(ClientHandle {
+        address,
+        stop: Some(stop),
+        server: Some(server),
+    })
+}
+
+/// Runs the client API of `config` until the process is killed.
+pub async fn run(config: ClientConfig) -> anyhow::Result<()> {
+    start(config).await?.wait().await
+}

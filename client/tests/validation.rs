@@ -1,0 +1,238 @@
+//! Every malformed request gets its status and a JSON error, without touching the cluster.
+
+mod support;
+
+use serde_json::json;
+use support::{get, http, post, FakeNode};
+
+/// A client API in front of silent nodes (validation never reaches them).
+async fn client_api() -> (client::ClientHandle, Vec<FakeNode>) {
+    let proposer = FakeNode::silent(common::node::NodeId::proposer(1)).await;
+    let learner = FakeNode::silent(common::node::NodeId::learner(1)).await;
+    let handle = client::start(support::config(&[&proposer], &[&learner], 300))
+        .await
+        .unwrap();
+    (handle, vec![proposer, learner])
+}
+
+fn error_text(body: &serde_json::Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body} has no \"error\" string"))
+}
+
+#[tokio::test]
+async fn health_reports_ok_and_the_node_name() {
+    let (handle, _nodes) = client_api().await;
+    let (status, body) = get(format!("http://{}/health", handle.address())).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok", "node": "client1"}));
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_invalid_body_gets_its_status_and_a_json_error_naming_the_problem() {
+    let (handle, _nodes) = client_api().await;
+    let long_key = "k".repeat(1025);
+    let long_value = "v".repeat(1_048_577);
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            "/write",
+            "{\"key\":".into(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "an array body",
+            "/write",
+            "[1,2]".into(),
+            400,
+            "JSON object",
+        ),
+        (
+            "a string body",
+            "/read",
+            "\"key\"".into(),
+            400,
+            "JSON object",
+        ),
+        ("an empty body", "/read", "".into(), 400, "not valid JSON"),
+        (
+            "a missing key",
+            "/write",
+            r#"{"value":"v"}"#.into(),
+            400,
+            "\"key\"",
+        ),
+        (
+            "a numeric key",
+            "/write",
+            r#"{"key":1,"value":"v"}"#.into(),
+            400,
+            "\"key\"",
+        ),
+        (
+            "a missing value",
+            "/write",
+            r#"{"key":"k"}"#.into(),
+            400,
+            "\"value\"",
+        ),
+        (
+            "a null value",
+            "/write",
+            r#"{"key":"k","value":null}"#.into(),
+            400,
+            "\"value\"",
+        ),
+        (
+            "an object value",
+            "/write",
+            r#"{"key":"k","value":{}}"#.into(),
+            400,
+            "\"value\"",
+        ),
+        (
+            "an empty key",
+            "/write",
+            r#"{"key":"","value":"v"}"#.into(),
+            400,
+            "empty",
+        ),
+        (
+            "an empty key on read",
+            "/read",
+            r#"{"key":""}"#.into(),
+            400,
+            "empty",
+        ),
+        (
+            "a missing key on read",
+            "/read",
+            r#"{}"#.into(),
+            400,
+            "\"key\"",
+        ),
+        (
+            "a key over 1024 bytes",
+            "/write",
+            json!({"key": long_key, "value": "v"}).to_string(),
+            413,
+            "\"key\"",
+        ),
+        (
+            "a key over 1024 bytes on read",
+            "/read",
+            json!({"key": long_key}).to_string(),
+            413,
+            "\"key\"",
+        ),
+        (
+            "a value over 1 MiB",
+            "/write",
+            json!({"key": "k", "value": long_value}).to_string(),
+            413,
+            "\"value\"",
+        ),
+        (
+            "an unknown consistency",
+            "/read",
+            r#"{"key":"k","consistency":"linear"}"#.into(),
+            400,
+            "\"strong\", \"session\" or \"eventual\"",
+        ),
+        (
+            "a numeric consistency",
+            "/read",
+            r#"{"key":"k","consistency":3}"#.into(),
+            400,
+            "\"consistency\"",
+        ),
+        (
+            "a session read without a session",
+            "/read",
+            r#"{"key":"k","consistency":"session"}"#.into(),
+            400,
+            "session_id",
+        ),
+        (
+            "a numeric session id",
+            "/write",
+            r#"{"key":"k","value":"v","session_id":7}"#.into(),
+            400,
+            "\"session_id\"",
+        ),
+        (
+            "a request id that is not a UUID",
+            "/write",
+            r#"{"key":"k","value":"v","request_id":"twelve"}"#.into(),
+            400,
+            "\"request_id\"",
+        ),
+    ];
+    for (name, path, body, expected_status, expected_text) in cases {
+        let (status, answer) = post(format!("http://{}{path}", handle.address()), body).await;
+        assert_eq!(status, expected_status, "{name}: {answer}");
+        let text = error_text(&answer);
+        assert!(
+            text.contains(expected_text),
+            "{name}: {text:?} should mention {expected_text:?}"
+        );
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_over_four_mebibytes_is_a_json_413() {
+    let (handle, _nodes) = client_api().await;
+    let body = json!({"key": "k", "value": "v".repeat(5 * 1024 * 1024)}).to_string();
+    let (status, answer) = post(format!("http://{}/write", handle.address()), body).await;
+    assert_eq!(status, 413);
+    assert!(error_text(&answer).contains("limit"), "{answer}");
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_subscriptions_answer_json_errors() {
+    let (handle, _nodes) = client_api().await;
+    let base = format!("http://{}", handle.address());
+    let (status, answer) = get(format!("{base}/nowhere")).await;
+    assert_eq!(status, 404, "{answer}");
+    error_text(&answer);
+    let (status, answer) = get(format!("{base}/write")).await;
+    assert_eq!(status, 405, "{answer}");
+    error_text(&answer);
+    let (status, answer) = post(format!("{base}/health"), String::new()).await;
+    assert_eq!(status, 405, "{answer}");
+    for path in ["/subscribe", "/unsubscribe"] {
+        let (status, answer) = post(format!("{base}{path}"), "{}".into()).await;
+        assert_eq!(status, 501, "{path}: {answer}");
+        assert_eq!(error_text(&answer), "subscriptions are not implemented yet");
+    }
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_handle_stops_the_rest_server() {
+    let (handle, _nodes) = client_api().await;
+    let address = handle.address();
+    drop(handle);
+    let mut stopped = false;
+    for _ in 0..100 {
+        if http()
+            .get(format!("http://{address}/health"))
+            .send()
+            .await
+            .is_err()
+        {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        stopped,
+        "the REST server still answers after its handle was dropped"
+    );
+}

@@ -1,0 +1,310 @@
+//! The learner service: the network, a driver thread and the decided log around
+//! [`Learner`].
+//!
+//! The network hands every inbound event to a channel; the driver thread drains it in
+//! batches, hands each event to the core, then carries out the effects: first every
+//! `Persist` (appended to `learner.wal` and written out once per batch), then every `Send`.
+//! Unlike an acceptor's votes, decided values can be fetched again from acceptors and peer
+//! learners, so the log is synced at most every [`SYNC_INTERVAL`] instead of per batch: a
+//! crash may lose the last moments of it, which the learner then fills like any gap.
+//!
+//! The service holds no protocol decisions; it only answers `StatusRequest`, which needs
+//! the network's view of the peers.
+
+use crate::core::{Effect, Learner, LearnerOptions};
+use anyhow::{anyhow, Context};
+use common::config::LearnerConfig;
+use common::message::{DecidedEntry, Message, NodeStatus};
+use common::network::{Inbound, InboundHandler, Network};
+use common::node::NodeId;
+use common::wal::Wal;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The decided log's file name inside `DATA_DIR`.
+pub const WAL_FILE_NAME: &str = "learner.wal";
+/// The longest a written log record waits for `fdatasync`.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Inbound events handled per batch, after the one that woke the driver.
+const MAX_BATCH_EVENTS: usize = 4096;
+
+/// One record of the learner's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LearnerRecord {
+    /// A slot this learner found decided.
+    Decided(DecidedEntry),
+}
+
+/// A running learner. Dropping it (or [`Handle::shutdown`]) stops the driver thread and
+/// closes every connection.
+pub struct Handle {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    driver: Option<JoinHandle<()>>,
+    network_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Handle {
+    /// The address the learner listens on (the real port when configured with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the learner: the driver finishes its batch and syncs the log, then the
+    /// network's tasks and connections are dropped.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.join();
+        }
+        if let Some(runtime) = self.network_runtime.take() {
+            // Unlike a plain drop, allowed from inside an async context (tests, `run`).
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Runs the learner of `config` until the process is killed.
+pub async fn run(config: LearnerConfig) -> anyhow::Result<()> {
+    let handle = start(config).await?;
+    tracing::info!(address = %handle.address(), "learner listening");
+    std::future::pending::<()>().await;
+    drop(handle);
+    Ok(())
+}
+
+/// Starts the learner of `config`: replays its log, listens on `config.listen` (port 0
+/// picks a free port, see [`Handle::address`]) and connects to every acceptor, proposer
+/// and learner configured.
+pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("the learner's listen address {:?}", config.listen))?;
+    let me = NodeId::learner(config.id);
+    let options = LearnerOptions::new(config.id, config.quorum_size);
+    let wal_path = config.data_dir.join(WAL_FILE_NAME);
+    let (core, wal) = tokio::task::spawn_blocking(move || recover(options, &wal_path)).await??;
+
+    let network_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(format!("{me}-network"))
+        .enable_all()
+        .build()
+        .context("cannot start the learner's network runtime")?;
+    let mut handle = Handle {
+        address: listen,
+        stop: Arc::new(AtomicBool::new(false)),
+        driver: None,
+        network_runtime: Some(network_runtime),
+    };
+    let (sender, receiver) = mpsc::channel();
+    let handler: InboundHandler = Arc::new(move |event| {
+        let _ = sender.send(event); // fails only once the driver has stopped
+    });
+    let peers: Vec<String> = [
+        &config.acceptor_hosts,
+        &config.proposer_hosts,
+        &config.learner_hosts,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    let started = handle
+        .network_runtime
+        .as_ref()
+        .expect("the runtime runs until the handle stops")
+        .spawn(async move { Network::start(me, Some(listen), &peers, handler).await });
+    let (network, bound) = started
+        .await?
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    handle.address = bound.expect("a listening network reports its address");
+
+    let driver = Driver {
+        me,
+        core,
+        wal,
+        network,
+        receiver,
+        stop: handle.stop.clone(),
+        unsynced_since: None,
+    };
+    handle.driver = Some(
+        std::thread::Builder::new()
+            .name(format!("{me}-driver"))
+            .spawn(move || driver.run())
+            .context("cannot start the learner's driver thread")?,
+    );
+    Ok(handle)
+}
+
+/// Opens the log at `path` and rebuilds the learner from it. A corrupt log is an error:
+/// the learner never starts from nothing over acknowledged data.
+fn recover(options: LearnerOptions, path: &Path) -> anyhow::Result<(Learner, Wal)> {
+    let recovered = Wal::open(path).map_err(|error| {
+        tracing::error!(%error, "cannot open the learner's log");
+        anyhow!(error)
+    })?;
+    if recovered.truncated_tail_bytes > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = recovered.truncated_tail_bytes,
+            "truncated a torn tail of the learner's log (a crash during an append)"
+        );
+    }
+    let mut entries = Vec::with_capacity(recovered.records.len());
+    for (index, record) in recovered.records.iter().enumerate() {
+        match postcard::from_bytes::<LearnerRecord>(record) {
+            Ok(LearnerRecord::Decided(entry)) => entries.push(entry),
+            Err(error) => {
+                let problem = format!(
+                    "learner log {} record {index} has a valid checksum but does not decode: {error}",
+                    path.display()
+                );
+                tracing::error!("{problem}");
+                return Err(anyhow!(problem));
+            }
+        }
+    }
+    let record_count = entries.len();
+    let learner = Learner::recover(options, entries);
+    tracing::info!(
+        path = %path.display(),
+        records = record_count,
+        applied_slot = learner.applied_slot(),
+        known_slot_max = learner.known_slot_max(),
+        "learner recovered its log"
+    );
+    Ok((learner, recovered.wal))
+}
+
+/// The thread that owns the core and the log.
+struct Driver {
+    me: NodeId,
+    core: Learner,
+    wal: Wal,
+    network: Network,
+    receiver: mpsc::Receiver<Inbound>,
+    stop: Arc<AtomicBool>,
+    /// When the oldest record written but not yet synced was written.
+    unsynced_since: Option<Instant>,
+}
+
+impl Driver {
+    fn run(mut self) {
+        let tick = Duration::from_millis(common::TICK_MILLISECONDS);
+        let mut next_tick = Instant::now() + tick;
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut effects = Vec::new();
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.receiver.recv_timeout(wait) {
+                Ok(event) => {
+                    self.handle_event(event, &mut effects);
+                    for _ in 0..MAX_BATCH_EVENTS {
+                        match self.receiver.try_recv() {
+                            Ok(event) => self.handle_event(event, &mut effects),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                effects.extend(self.core.tick());
+                // After a stall, resume the cadence instead of firing a burst of ticks.
+                next_tick = (next_tick + tick).max(now);
+            }
+            self.execute(effects);
+        }
+        if let Err(error) = self.wal.sync() {
+            fatal("sync", self.wal.path().to_path_buf(), error);
+        }
+    }
+
+    fn handle_event(&mut self, event: Inbound, effects: &mut Vec<Effect>) {
+        match event {
+            Inbound::Connected(node) => effects.extend(self.core.on_connected(node)),
+            Inbound::Disconnected(_) => {}
+            Inbound::Message(from, Message::StatusRequest { request_id }) => {
+                effects.push(Effect::Send {
+                    to: from,
+                    message: Message::StatusReply {
+                        request_id,
+                        status: NodeStatus {
+                            node: self.me,
+                            detail: self.core.status(),
+                            peers: self.network.peer_statuses(),
+                        },
+                    },
+                });
+            }
+            Inbound::Message(from, message) => effects.extend(self.core.handle(from, message)),
+        }
+    }
+
+    /// Carries out `effects`: every `Persist` first (written out together), then the sends.
+    fn execute(&mut self, effects: Vec<Effect>) {
+        let mut sends = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match effect {
+                Effect::Persist(entry) => {
+                    let record = postcard::to_allocvec(&LearnerRecord::Decided(entry))
+                        .expect("encoding into a Vec cannot fail");
+                    self.wal.append(&record);
+                }
+                send => sends.push(send),
+            }
+        }
+        if self.wal.has_pending() {
+            if let Err(error) = self.wal.flush() {
+                fatal("write", self.wal.path().to_path_buf(), error);
+            }
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
+        if matches!(self.unsynced_since, Some(since) if since.elapsed() >= SYNC_INTERVAL) {
+            if let Err(error) = self.wal.sync() {
+                fatal("sync", self.wal.path().to_path_buf(), error);
+            }
+            self.unsynced_since = None;
+        }
+        for effect in sends {
+            match effect {
+                Effect::Send { to, message } => {
+                    // A peer that is not connected misses it; gap filling covers the loss.
+                    self.network.send(to, message);
+                }
+                Effect::Broadcast { role, message } => self.network.broadcast(role, &message),
+                Effect::Persist(_) => unreachable!("persists were taken out above"),
+            }
+        }
+    }
+}
+
+/// A failed write or sync leaves the log in an unknown state: stop rather than retry
+/// (a retried fsync may report success over lost data).
+fn fatal(action: &str, path: PathBuf, error: std::io::Error) -> ! {
+    tracing::error!(
+        path = %path.display(),
+        %error,
+        "learner log {action} failed; stopping"
+    );
+    std::process::exit(1)
+}
