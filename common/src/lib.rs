@@ -18,6 +18,7 @@
 
 pub mod ballot;
 pub mod config;
+pub mod linearizability;
 pub mod logging;
 pub mod message;
 pub mod network;

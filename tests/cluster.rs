@@ -1,0 +1,181 @@
+//! The real cluster, as separate processes on 127.0.0.1, driven through the client API:
+//! reads at every consistency level, and the faults the design must survive (an acceptor,
+//! the leader or a learner lost, every node killed at once).
+
+mod support;
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::{exclusive, Outcome, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn writes_are_read_back_at_every_consistency_level() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    let written = cluster
+        .post(
+            "/write",
+            json!({"key": "colour", "value": "blue", "session_id": "alice"}),
+        )
+        .await
+        .ok();
+    assert!(written["slot"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        cluster.strong_value("colour").await.as_deref(),
+        Some("blue")
+    );
+    let session = cluster
+        .post(
+            "/read",
+            json!({"key": "colour", "consistency": "session", "session_id": "alice"}),
+        )
+        .await
+        .ok();
+    assert_eq!(session["value"], "blue", "a session reads its own writes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let eventual = cluster.read("colour", "eventual").await.ok();
+        if eventual["value"] == "blue" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "eventual reads converge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let missing = cluster.read("never-written", "strong").await.ok();
+    assert!(
+        missing["value"].is_null(),
+        "a key never written reads as null"
+    );
+    match cluster.read("colour", "psychic").await {
+        Outcome::Failed(400, body) => {
+            assert!(body["error"].as_str().unwrap().contains("consistency"))
+        }
+        other => panic!("an unknown level is a 400, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn writes_continue_after_an_acceptor_is_killed() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    cluster.write("before", "1").await.ok();
+    cluster.kill("acceptor1");
+    let started = Instant::now();
+    for index in 0..20 {
+        cluster
+            .write(&format!("key{index}"), &format!("value{index}"))
+            .await
+            .ok();
+    }
+    eprintln!("20 writes with acceptor1 down took {:?}", started.elapsed());
+    for index in 0..20 {
+        assert_eq!(
+            cluster.strong_value(&format!("key{index}")).await,
+            Some(format!("value{index}"))
+        );
+    }
+    cluster.start_node("acceptor1");
+    cluster.kill("acceptor2");
+    cluster.write("after", "2").await.ok();
+    assert_eq!(cluster.strong_value("before").await.as_deref(), Some("1"));
+    assert_eq!(cluster.strong_value("after").await.as_deref(), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn the_other_proposer_takes_over_when_the_leader_is_killed() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    cluster.write("stable", "yes").await.ok();
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    cluster.kill(&leader);
+    let killed_at = Instant::now();
+    let took = cluster.wait_until_writable(Duration::from_secs(30)).await;
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    eprintln!(
+        "leader {leader} killed: {new_leader} took over; writes resumed after {:?} ({:?} since the kill)",
+        took,
+        killed_at.elapsed()
+    );
+    assert_ne!(leader, new_leader);
+    assert_eq!(cluster.strong_value("stable").await.as_deref(), Some("yes"));
+    cluster.start_node(&leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        cluster.wait_for_leader(Duration::from_secs(5)).await,
+        new_leader,
+        "a returning proposer does not depose a leader it hears"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_stopped_learner_catches_up_after_restart() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    cluster.kill("learner2");
+    for index in 0..100 {
+        cluster
+            .write(&format!("k{index}"), &format!("v{index}"))
+            .await
+            .ok();
+    }
+    let target = cluster.learner_applied_slots().await[&1];
+    cluster.start_node("learner2");
+    let restarted = Instant::now();
+    loop {
+        let slots = cluster.learner_applied_slots().await;
+        if slots.get(&2).copied().unwrap_or(0) >= target {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "learner2 did not catch up to slot {target}: {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "learner2 caught up to slot {target} in {:?}",
+        restarted.elapsed()
+    );
+    // With learner1 down, every read is served by the caught-up learner.
+    cluster.kill("learner1");
+    for index in (0..100).step_by(7) {
+        assert_eq!(
+            cluster.strong_value(&format!("k{index}")).await,
+            Some(format!("v{index}"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn every_acknowledged_write_survives_killing_every_node() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    let mut acknowledged = Vec::new();
+    for index in 0..50 {
+        let key = format!("durable{index}");
+        if let Outcome::Ok(_) = cluster.write(&key, &format!("v{index}")).await {
+            acknowledged.push(key);
+        }
+    }
+    assert_eq!(acknowledged.len(), 50);
+    for name in cluster.node_names() {
+        cluster.kill(&name);
+    }
+    for name in cluster.node_names() {
+        cluster.start_node(&name);
+    }
+    let took = cluster.wait_until_writable(Duration::from_secs(30)).await;
+    eprintln!("after kill -9 of every node the cluster took writes again in {took:?}");
+    for (index, key) in acknowledged.iter().enumerate() {
+        assert_eq!(
+            cluster.strong_value(key).await,
+            Some(format!("v{index}")),
+            "acknowledged write {key} lost"
+        );
+    }
+}
