@@ -140,6 +140,40 @@ struct Leadership {
     waiting_reads: Vec<PendingRead>,
 }
 
+impl Leadership {
+    /// Phase 2a for one slot: send Accept to every acceptor and track the votes.
+    fn propose(
+        &mut self,
+        slot: Slot,
+        value: Value,
+        writes: Vec<PendingWrite>,
+        now_tick: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        effects.push(Effect::Broadcast {
+            role: Role::Acceptor,
+            message: Message::Accept {
+                ballot: self.ballot,
+                slot,
+                value: value.clone(),
+            },
+        });
+        let previous = self.in_flight.insert(
+            slot,
+            InFlightSlot {
+                value,
+                accepted_by: BTreeSet::new(),
+                writes,
+                sent_tick: now_tick,
+            },
+        );
+        assert!(
+            previous.is_none(),
+            "a leader proposes at most one value per slot under its ballot"
+        );
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Follower {
@@ -468,23 +502,7 @@ impl Proposer {
                 .remove(&slot)
                 .map(|(_, value)| value)
                 .unwrap_or(Value::Noop);
-            effects.push(Effect::Broadcast {
-                role: Role::Acceptor,
-                message: Message::Accept {
-                    ballot,
-                    slot,
-                    value: value.clone(),
-                },
-            });
-            leadership.in_flight.insert(
-                slot,
-                InFlightSlot {
-                    value,
-                    accepted_by: BTreeSet::new(),
-                    writes: Vec::new(),
-                    sent_tick: self.now_tick,
-                },
-            );
+            leadership.propose(slot, value, Vec::new(), self.now_tick, effects);
         }
         self.state = State::Leader(Box::new(leadership));
         self.send_heartbeat(effects);
@@ -650,24 +668,7 @@ impl Proposer {
                 .collect();
             let slot = leadership.next_slot;
             leadership.next_slot += 1;
-            let value = Value::Batch(commands);
-            effects.push(Effect::Broadcast {
-                role: Role::Acceptor,
-                message: Message::Accept {
-                    ballot: leadership.ballot,
-                    slot,
-                    value: value.clone(),
-                },
-            });
-            leadership.in_flight.insert(
-                slot,
-                InFlightSlot {
-                    value,
-                    accepted_by: BTreeSet::new(),
-                    writes,
-                    sent_tick: now_tick,
-                },
-            );
+            leadership.propose(slot, Value::Batch(commands), writes, now_tick, effects);
         }
     }
 
