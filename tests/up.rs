@@ -120,7 +120,8 @@ async fn paxos_up_runs_the_cluster_stops_on_sigterm_and_resumes_from_disk() {
 
 #[test]
 fn invalid_configuration_fails_at_start_naming_the_variable() {
-    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         ("acceptor", &[], "ACCEPTOR_ID"),
         (
             "acceptor",
