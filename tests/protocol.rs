@@ -9,7 +9,7 @@
 
 use acceptor::core::{Acceptor, Effect as AcceptorEffect, Record};
 use common::ballot::Slot;
-use common::message::{DecidedEntry, Message};
+use common::message::{DecidedEntry, Message, StateSnapshot};
 use common::node::{NodeId, Role};
 use common::value::{Command, RequestId, Value};
 use learner::core::{Effect as LearnerEffect, Learner, LearnerOptions};
@@ -42,6 +42,8 @@ struct World {
     proposer_rounds: BTreeMap<u32, u64>,
     learners: BTreeMap<u32, Learner>,
     learner_logs: BTreeMap<u32, Vec<DecidedEntry>>,
+    /// The snapshot each learner's log starts with, once it replaced its log by one.
+    learner_snapshots: BTreeMap<u32, StateSnapshot>,
     network: Vec<(NodeId, NodeId, Message)>,
     proposed: HashMap<RequestId, Command>,
     decided_writes: HashMap<RequestId, Slot>,
@@ -82,6 +84,7 @@ impl World {
             proposer_rounds: BTreeMap::new(),
             learners: BTreeMap::new(),
             learner_logs: BTreeMap::new(),
+            learner_snapshots: BTreeMap::new(),
             network: Vec::new(),
             proposed: HashMap::new(),
             decided_writes: HashMap::new(),
@@ -157,6 +160,10 @@ impl World {
                 }
                 LearnerEffect::Send { to, message } => self.send(me, to, message),
                 LearnerEffect::Broadcast { role, message } => self.broadcast(me, role, message),
+                LearnerEffect::PersistSnapshot { snapshot, retained } => {
+                    self.learner_snapshots.insert(id, snapshot);
+                    *self.learner_logs.get_mut(&id).unwrap() = retained;
+                }
             }
         }
     }
@@ -263,9 +270,14 @@ impl World {
             _ => {
                 let id = self.random.random_range(1..=LEARNERS);
                 let entries = self.learner_logs[&id].clone();
+                let snapshot = self.learner_snapshots.get(&id).cloned();
                 self.learners.insert(
                     id,
-                    Learner::recover(LearnerOptions::new(id, QUORUM), entries),
+                    Learner::recover_from_snapshot(
+                        LearnerOptions::new(id, QUORUM),
+                        snapshot,
+                        entries,
+                    ),
                 );
                 self.network.retain(|(_, to, _)| *to != NodeId::learner(id));
                 self.checked_through.remove(&id);

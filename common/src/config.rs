@@ -94,6 +94,18 @@ fn positive_milliseconds(
     Ok(value)
 }
 
+fn at_least_one(
+    lookup: &dyn Lookup,
+    variable: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let value: u64 = parsed(lookup, variable, Some(default))?;
+    if value == 0 {
+        return Err(error(variable, "must be at least 1"));
+    }
+    Ok(value)
+}
+
 /// A comma-separated list of `host:port`, each with a port.
 fn host_list(
     lookup: &dyn Lookup,
@@ -287,6 +299,10 @@ pub struct LearnerConfig {
     pub quorum_size: usize,
     /// DATA_DIR (default paxos-data/learner<ID>): the decided log, for a fast restart.
     pub data_dir: PathBuf,
+    /// LEARNER_RETAIN_SLOTS (default 100000): how many applied slots keep their decided
+    /// values, for peers catching up and subscribers resuming. Older slots survive only
+    /// folded into the state (sent whole to a peer that is further behind).
+    pub retain_slots: u64,
 }
 
 impl LearnerConfig {
@@ -305,6 +321,7 @@ impl LearnerConfig {
             learner_hosts: host_list(lookup, "LEARNER_HOSTS", false)?,
             total_acceptors,
             data_dir: data_dir(lookup, format!("learner{id}")),
+            retain_slots: at_least_one(lookup, "LEARNER_RETAIN_SLOTS", 100_000)?,
         })
     }
 }

@@ -14,6 +14,9 @@
 //! | `SyncAccepted` | learner -> acceptor | asks for `AcceptedValues` from a slot on |
 //! | `LearnerProgress` | learner -> proposers | the applied slot, so a new leader knows what is decided |
 //! | `StatusRequest` / `StatusReply` | client -> any node -> client | the `/status` page |
+//! | `Subscribe` / `Unsubscribe` / `Applied` / `SubscriptionTooOld` | client -> learner -> client | the writes each applied slot made, pushed for change notifications |
+//! | `ReadApplied` / `Applied` | client -> learner -> client | the writes of past slots, fetched once |
+//! | `Snapshot` | learner -> learner | the state at a slot, for a peer behind what the sender retains |
 //!
 //! The sender of a message is known from the connection it arrived on (see `Hello`), so
 //! messages do not repeat it.
@@ -235,6 +238,99 @@ pub enum Message {
         /// The node's report.
         status: NodeStatus,
     },
+
+    /// A client API asks a learner to push, as `Applied` messages, the writes of every slot
+    /// it applies from `from_slot` on (0: from the next slot it applies). Slots it already
+    /// applied and still retains are pushed at once; older ones get `SubscriptionTooOld`.
+    Subscribe {
+        /// Chosen by the subscriber; names the stream in the answers.
+        stream_id: u64,
+        /// The first slot wanted (0: whatever the learner applies next).
+        from_slot: Slot,
+    },
+    /// Stops the pushes of `stream_id`.
+    Unsubscribe {
+        /// The stream to stop.
+        stream_id: u64,
+    },
+    /// A client API asks a learner for the writes it applied in at most `limit` slots from
+    /// `from_slot` on, once (catch-up of one subscriber). Answered with `Applied` or
+    /// `SubscriptionTooOld`.
+    ReadApplied {
+        /// Chosen by the asker; names the answer.
+        stream_id: u64,
+        /// The first slot wanted (at least 1).
+        from_slot: Slot,
+        /// At most this many slots.
+        limit: u32,
+    },
+    /// The writes a learner applied in the slots `[from_slot, to_slot)`, every one of them:
+    /// slots that are absent from `slots` applied no write (no-ops, retried requests).
+    /// An empty range is a heartbeat and names the position: the next push starts at
+    /// `from_slot`.
+    Applied {
+        /// The subscription or request answered.
+        stream_id: u64,
+        /// The first slot covered.
+        from_slot: Slot,
+        /// One past the last slot covered.
+        to_slot: Slot,
+        /// The slots of the range that applied at least one write, in slot order.
+        slots: Vec<AppliedSlot>,
+        /// The learner's applied slot when it sent this.
+        applied_slot: Slot,
+    },
+    /// The learner no longer retains the slots asked for: the writes below
+    /// `oldest_available_slot` exist only folded into its state.
+    SubscriptionTooOld {
+        /// The subscription or request answered.
+        stream_id: u64,
+        /// The oldest slot whose writes the learner can still send.
+        oldest_available_slot: Slot,
+        /// The learner's applied slot.
+        applied_slot: Slot,
+    },
+    /// A learner's whole state at a slot, sent to a peer that asked for slots this learner
+    /// no longer retains: the peer continues from `snapshot.applied_slot + 1`.
+    Snapshot {
+        /// The state.
+        snapshot: StateSnapshot,
+    },
+}
+
+/// The writes one slot applied, as a subscriber sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedSlot {
+    /// The slot.
+    pub slot: Slot,
+    /// How many commands the slot's value holds, applied or not (a batch may hold several;
+    /// a retried request decided again is not applied twice).
+    pub command_count: u32,
+    /// The commands that changed the state, in order.
+    pub writes: Vec<AppliedWrite>,
+}
+
+/// One write applied by a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedWrite {
+    /// The command's position in its slot's batch, from 0.
+    pub index: u32,
+    /// The key written.
+    pub key: String,
+    /// The value written.
+    pub value: String,
+}
+
+/// A learner's state as of `applied_slot`: what applying slots `[1, applied_slot]` gives.
+/// Enough to continue applying from `applied_slot + 1` with the same exactly-once filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// Every slot up to here is folded into the state.
+    pub applied_slot: Slot,
+    /// The key-value map, in key order.
+    pub key_values: Vec<(String, String)>,
+    /// Every request id applied, with the slot that applied it.
+    pub applied_request_ids: Vec<(RequestId, Slot)>,
 }
 
 /// How a proposer sees itself.

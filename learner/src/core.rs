@@ -11,9 +11,20 @@
 //! The service feeds messages and ticks in and carries out the returned [`Effect`]s in
 //! order: every `Persist` before any `Send`, so the log on disk never lags what a client
 //! or a peer was told.
+//!
+//! The learner keeps the decided values of the last `retain_slots` applied slots (its
+//! *history*), not all of them: older slots survive only folded into the key-value state.
+//! A peer that needs slots below the history gets the whole state instead
+//! ([`Message::Snapshot`]), and the log on disk is compacted the same way
+//! ([`Effect::PersistSnapshot`]). The history also serves subscribers: a client API
+//! subscribes (`Subscribe`) and is pushed the writes of every slot as it is applied
+//! (`Applied`), after those of the retained slots it asked for; a position older than the
+//! history is refused explicitly (`SubscriptionTooOld`), never skipped.
 
 use common::ballot::{Ballot, Slot};
-use common::message::{AcceptedEntry, DecidedEntry, Message, RoleStatus};
+use common::message::{
+    AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus, StateSnapshot,
+};
 use common::node::{NodeId, Role};
 use common::value::{RequestId, Value};
 use std::collections::btree_map::Entry;
@@ -23,6 +34,18 @@ use std::collections::{BTreeMap, BTreeSet};
 /// many entries and a `SyncAccepted` asks for at most this many slots, so one answer stays
 /// a reasonable frame however far behind a learner is.
 pub const SYNC_BATCH_SLOTS: u64 = 4096;
+
+/// The default of [`LearnerOptions::retain_slots`] (`LEARNER_RETAIN_SLOTS`): generous, so
+/// that a subscriber or a peer that was away for a while still resumes slot by slot.
+pub const DEFAULT_RETAIN_SLOTS: u64 = 100_000;
+
+/// An `Applied` message carries at most about this many bytes of keys and values (and at
+/// least one slot), so that catching up a subscriber never builds one huge frame.
+pub const APPLIED_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The fewest ticks between two snapshots sent to one peer: a peer asks again every sync
+/// interval while it waits, and a large state should not be sent over and over meanwhile.
+pub const SNAPSHOT_RESEND_TICKS: u64 = 200;
 
 /// How a learner behaves; the counts are in ticks (`common::TICK_MILLISECONDS` each).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +60,20 @@ pub struct LearnerOptions {
     pub progress_interval_ticks: u64,
     /// How long the applied slot may stay behind a known slot before gap filling starts.
     pub sync_interval_ticks: u64,
+    /// How many applied slots keep their decided value (the history): `[applied_slot -
+    /// retain_slots + 1, applied_slot]`. Older slots live on only in the state, so memory
+    /// and the log stay bounded; a peer or subscriber behind the history gets a snapshot or
+    /// an explicit `SubscriptionTooOld`.
+    pub retain_slots: u64,
+    /// How often subscribers hear an empty `Applied` when nothing was applied, so that
+    /// they know the stream is alive.
+    pub subscriber_heartbeat_ticks: u64,
 }
 
 impl LearnerOptions {
     /// Options for learner `id` deciding with `quorum_size` votes, other counts at their
-    /// defaults (read timeout 300 ticks, progress every 5 ticks, sync after 20 ticks).
+    /// defaults (read timeout 300 ticks, progress every 5 ticks, sync after 20 ticks,
+    /// [`DEFAULT_RETAIN_SLOTS`] slots of history, a subscriber heartbeat every 50 ticks).
     pub fn new(id: u32, quorum_size: usize) -> Self {
         LearnerOptions {
             id,
@@ -49,6 +81,8 @@ impl LearnerOptions {
             read_timeout_ticks: 300,
             progress_interval_ticks: 5,
             sync_interval_ticks: 20,
+            retain_slots: DEFAULT_RETAIN_SLOTS,
+            subscriber_heartbeat_ticks: 50,
         }
     }
 }
@@ -71,6 +105,16 @@ pub enum Effect {
         role: Role,
         /// The message.
         message: Message,
+    },
+    /// Replace the whole log by `snapshot` followed by `retained` (before any later effect):
+    /// the log then restores exactly the learner's present state and history. Emitted when
+    /// a peer's snapshot was installed, and to compact a log that outgrew the history.
+    PersistSnapshot {
+        /// The state at `snapshot.applied_slot`.
+        snapshot: StateSnapshot,
+        /// Every decided value the learner holds: its history (slots at or below the
+        /// snapshot, kept for peers and subscribers) and decided slots not applied yet.
+        retained: Vec<DecidedEntry>,
     },
 }
 
@@ -140,18 +184,30 @@ pub struct Learner {
     applied_slot: Slot,
     /// The highest slot heard of (voted on, decided, or named by a leader, peer or read).
     known_slot_max: Slot,
-    /// Every decided value, applied or not: peers that missed slots are served from here.
+    /// Decided values: the history `[history_start, applied_slot]` and every decided slot
+    /// above `applied_slot`. Peers that missed slots and subscribers are served from here.
     decided: BTreeMap<Slot, Value>,
+    /// The oldest slot whose value is still in `decided` (once applied); slots below are
+    /// folded into `key_values` only.
+    history_start: Slot,
     /// Votes for slots above `applied_slot` that are not decided yet.
     votes: BTreeMap<Slot, SlotVotes>,
     /// The replicated state: the result of applying slots `[1, applied_slot]`.
     key_values: BTreeMap<String, String>,
-    /// Request ids of every command applied, so a retried write applies once.
-    applied_request_ids: BTreeSet<RequestId>,
+    /// Request ids of every command applied, with the slot that applied it, so a retried
+    /// write applies once and a subscriber is told which command of a slot took effect.
+    applied_request_ids: BTreeMap<RequestId, Slot>,
     /// Reads waiting for a slot, by the slot they wait for.
     parked_reads: BTreeMap<Slot, Vec<ParkedRead>>,
     /// Consecutive ticks during which `applied_slot` stayed behind `known_slot_max`.
     stalled_ticks: u64,
+    /// Each subscription (the client API's node and its stream id) and the next slot
+    /// to push to it.
+    subscribers: BTreeMap<(NodeId, u64), Slot>,
+    /// Decided slots persisted since the log was last replaced by a snapshot.
+    persisted_since_compaction: u64,
+    /// When a snapshot was last sent to each peer.
+    snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
 }
 
 impl Learner {
@@ -161,7 +217,9 @@ impl Learner {
         assert!(
             options.read_timeout_ticks >= 1
                 && options.progress_interval_ticks >= 1
-                && options.sync_interval_ticks >= 1,
+                && options.sync_interval_ticks >= 1
+                && options.retain_slots >= 1
+                && options.subscriber_heartbeat_ticks >= 1,
             "tick intervals are at least one tick: {options:?}"
         );
         Learner {
@@ -170,11 +228,15 @@ impl Learner {
             applied_slot: 0,
             known_slot_max: 0,
             decided: BTreeMap::new(),
+            history_start: 1,
             votes: BTreeMap::new(),
             key_values: BTreeMap::new(),
-            applied_request_ids: BTreeSet::new(),
+            applied_request_ids: BTreeMap::new(),
             parked_reads: BTreeMap::new(),
             stalled_ticks: 0,
+            subscribers: BTreeMap::new(),
+            persisted_since_compaction: 0,
+            snapshot_sent_at_tick: BTreeMap::new(),
         }
     }
 
@@ -185,11 +247,27 @@ impl Learner {
         options: LearnerOptions,
         entries: impl IntoIterator<Item = DecidedEntry>,
     ) -> Self {
+        Learner::recover_from_snapshot(options, None, entries)
+    }
+
+    /// A learner restored from a log that starts with a snapshot (see
+    /// [`Effect::PersistSnapshot`]): the state at the snapshot's slot, then the decided
+    /// entries. Entries at or below the snapshot are history, kept as far as they reach
+    /// down from it without a hole; entries above it are applied as far as contiguous.
+    pub fn recover_from_snapshot(
+        options: LearnerOptions,
+        snapshot: Option<StateSnapshot>,
+        entries: impl IntoIterator<Item = DecidedEntry>,
+    ) -> Self {
         let mut learner = Learner::new(options);
+        if let Some(snapshot) = snapshot {
+            learner.install_state(snapshot);
+        }
         for DecidedEntry { slot, value } in entries {
             if slot == 0 {
                 continue;
             }
+            learner.persisted_since_compaction += 1;
             learner.known_slot_max = learner.known_slot_max.max(slot);
             match learner.decided.entry(slot) {
                 Entry::Occupied(known) => assert!(
@@ -201,9 +279,25 @@ impl Learner {
                 }
             }
         }
+        // History below the snapshot counts only down to its first hole.
+        while learner.history_start > 1
+            && learner.decided.contains_key(&(learner.history_start - 1))
+        {
+            learner.history_start -= 1;
+        }
+        while let Some((slot, _)) = learner.decided.first_key_value() {
+            if *slot >= learner.history_start {
+                break;
+            }
+            learner.decided.pop_first();
+        }
         let mut effects = Vec::new();
         learner.apply_contiguous(&mut effects);
-        debug_assert!(effects.is_empty(), "no reads wait during recovery");
+        learner.trim_history();
+        debug_assert!(
+            effects.is_empty(),
+            "no reads or subscribers wait during recovery"
+        );
         learner
     }
 
@@ -227,8 +321,31 @@ impl Learner {
                 key,
                 min_slot,
             } => self.on_read(from, read_id, key, min_slot),
+            Message::Subscribe {
+                stream_id,
+                from_slot,
+            } => self.on_subscribe(from, stream_id, from_slot),
+            Message::Unsubscribe { stream_id } => {
+                self.subscribers.remove(&(from, stream_id));
+                Vec::new()
+            }
+            Message::ReadApplied {
+                stream_id,
+                from_slot,
+                limit,
+            } => self.on_read_applied(from, stream_id, from_slot, limit),
+            Message::Snapshot { snapshot } => self.on_snapshot(from, snapshot),
             _ => Vec::new(),
         }
+    }
+
+    /// The connection to `node` closed: its subscriptions end (a client API that comes
+    /// back subscribes again from the slot it needs).
+    pub fn on_disconnected(&mut self, node: NodeId) -> Vec<Effect> {
+        self.subscribers
+            .retain(|(subscriber, _), _| *subscriber != node);
+        self.snapshot_sent_at_tick.remove(&node);
+        Vec::new()
     }
 
     /// Advances time by one tick: reports progress to the proposers, fills gaps and
@@ -249,6 +366,13 @@ impl Learner {
         }
         self.fill_gaps(&mut effects);
         self.expire_reads(&mut effects);
+        if self
+            .now_tick
+            .is_multiple_of(self.options.subscriber_heartbeat_ticks)
+        {
+            self.heartbeat_subscribers(&mut effects);
+        }
+        self.compact_log(&mut effects);
         effects
     }
 
@@ -297,9 +421,38 @@ impl Learner {
         self.key_values.get(key).map(String::as_str)
     }
 
-    /// The value decided for `slot`, applied or not (for tests and simulation).
+    /// The value decided for `slot`, applied or not, while the learner holds it (for
+    /// tests and simulation).
     pub fn decided_value(&self, slot: Slot) -> Option<&Value> {
         self.decided.get(&slot)
+    }
+
+    /// The oldest slot whose writes this learner can still send (to a peer or a
+    /// subscriber); older slots exist only folded into the state.
+    pub fn history_start_slot(&self) -> Slot {
+        self.history_start
+    }
+
+    /// How many subscriptions this learner pushes to.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// The state as of `applied_slot()`: what a peer needs to continue from the next slot.
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            applied_slot: self.applied_slot,
+            key_values: self
+                .key_values
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            applied_request_ids: self
+                .applied_request_ids
+                .iter()
+                .map(|(request_id, slot)| (*request_id, *slot))
+                .collect(),
+        }
     }
 
     fn on_accepted_values(&mut self, from: NodeId, entries: Vec<AcceptedEntry>) -> Vec<Effect> {
@@ -367,22 +520,314 @@ impl Learner {
 
     fn on_sync_decided(&mut self, from: NodeId, from_slot: Slot, limit: u32) -> Vec<Effect> {
         let limit = u64::from(limit).min(SYNC_BATCH_SLOTS) as usize;
+        let mut from_slot = from_slot.max(1);
+        let mut effects = Vec::new();
+        if from_slot < self.history_start && from_slot <= self.applied_slot {
+            // The peer needs slots this learner no longer holds: send the whole state, then
+            // the decided slots above it.
+            let last_sent = self.snapshot_sent_at_tick.get(&from).copied();
+            if matches!(last_sent, Some(tick) if self.now_tick < tick + SNAPSHOT_RESEND_TICKS) {
+                return effects;
+            }
+            self.snapshot_sent_at_tick.insert(from, self.now_tick);
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::Snapshot {
+                    snapshot: self.snapshot(),
+                },
+            });
+            from_slot = self.applied_slot + 1;
+        }
         let entries = self
             .decided
-            .range(from_slot.max(1)..)
+            .range(from_slot..)
             .take(limit)
             .map(|(slot, value)| DecidedEntry {
                 slot: *slot,
                 value: value.clone(),
             })
             .collect();
-        vec![Effect::Send {
+        effects.push(Effect::Send {
             to: from,
             message: Message::Decided {
                 entries,
                 applied_slot: self.applied_slot,
             },
+        });
+        effects
+    }
+
+    fn on_subscribe(&mut self, subscriber: NodeId, stream_id: u64, from_slot: Slot) -> Vec<Effect> {
+        let next_slot = if from_slot == 0 {
+            self.applied_slot + 1
+        } else {
+            from_slot
+        };
+        if next_slot <= self.applied_slot && next_slot < self.history_start {
+            self.subscribers.remove(&(subscriber, stream_id));
+            return vec![self.too_old(subscriber, stream_id)];
+        }
+        let mut effects = Vec::new();
+        if next_slot > self.applied_slot {
+            // Nothing to catch up: an empty push acknowledges the position.
+            effects.push(self.applied_message(subscriber, stream_id, next_slot, next_slot));
+        } else {
+            self.push_range(subscriber, stream_id, next_slot, &mut effects);
+        }
+        let pushed_through = next_slot.max(self.applied_slot + 1);
+        self.subscribers
+            .insert((subscriber, stream_id), pushed_through);
+        effects
+    }
+
+    fn on_read_applied(
+        &mut self,
+        asker: NodeId,
+        stream_id: u64,
+        from_slot: Slot,
+        limit: u32,
+    ) -> Vec<Effect> {
+        let from_slot = from_slot.max(1);
+        if from_slot <= self.applied_slot && from_slot < self.history_start {
+            return vec![self.too_old(asker, stream_id)];
+        }
+        if from_slot > self.applied_slot {
+            return vec![self.applied_message(asker, stream_id, from_slot, from_slot)];
+        }
+        let limit = u64::from(limit.max(1)).min(SYNC_BATCH_SLOTS);
+        let end_slot = (self.applied_slot + 1).min(from_slot + limit);
+        let (to_slot, slots) = self.applied_chunk(from_slot, end_slot);
+        vec![Effect::Send {
+            to: asker,
+            message: Message::Applied {
+                stream_id,
+                from_slot,
+                to_slot,
+                slots,
+                applied_slot: self.applied_slot,
+            },
         }]
+    }
+
+    /// A peer's whole state at a slot beyond this learner's: taken as this learner's own.
+    /// Its history then starts after the snapshot, so subscribers still waiting for slots
+    /// in between are told their position is too old rather than skipped past it.
+    fn on_snapshot(&mut self, from: NodeId, snapshot: StateSnapshot) -> Vec<Effect> {
+        if from.role != Role::Learner || snapshot.applied_slot <= self.applied_slot {
+            return Vec::new(); // only peers send state, and an older state is of no use
+        }
+        let mut effects = Vec::new();
+        let snapshot_slot = snapshot.applied_slot;
+        let stranded: Vec<(NodeId, u64)> = self
+            .subscribers
+            .iter()
+            .filter(|(_, next_slot)| **next_slot <= snapshot_slot)
+            .map(|(subscription, _)| *subscription)
+            .collect();
+        self.install_state(snapshot.clone());
+        for (subscriber, stream_id) in stranded {
+            self.subscribers.remove(&(subscriber, stream_id));
+            effects.push(self.too_old(subscriber, stream_id));
+        }
+        self.answer_parked_reads(&mut effects);
+        effects.push(Effect::PersistSnapshot {
+            snapshot,
+            retained: self.retained_entries(),
+        });
+        self.persisted_since_compaction = 0;
+        self.apply_contiguous(&mut effects);
+        effects
+    }
+
+    /// Replaces the state by `snapshot`: everything at or below its slot is applied, and
+    /// only decided slots above it are kept.
+    fn install_state(&mut self, snapshot: StateSnapshot) {
+        let slot = snapshot.applied_slot;
+        self.key_values = snapshot.key_values.into_iter().collect();
+        self.applied_request_ids = snapshot.applied_request_ids.into_iter().collect();
+        self.applied_slot = slot;
+        self.history_start = slot + 1;
+        self.known_slot_max = self.known_slot_max.max(slot);
+        self.stalled_ticks = 0;
+        while matches!(self.decided.first_key_value(), Some((first, _)) if *first <= slot) {
+            self.decided.pop_first();
+        }
+        while matches!(self.votes.first_key_value(), Some((first, _)) if *first <= slot) {
+            self.votes.pop_first();
+        }
+    }
+
+    /// Every decided value held, in slot order (what a compacted log keeps).
+    fn retained_entries(&self) -> Vec<DecidedEntry> {
+        self.decided
+            .iter()
+            .map(|(slot, value)| DecidedEntry {
+                slot: *slot,
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    fn too_old(&self, to: NodeId, stream_id: u64) -> Effect {
+        Effect::Send {
+            to,
+            message: Message::SubscriptionTooOld {
+                stream_id,
+                oldest_available_slot: self.history_start,
+                applied_slot: self.applied_slot,
+            },
+        }
+    }
+
+    /// An `Applied` message for `[from_slot, to_slot)`, with the writes of those slots.
+    fn applied_message(
+        &self,
+        to: NodeId,
+        stream_id: u64,
+        from_slot: Slot,
+        to_slot: Slot,
+    ) -> Effect {
+        let slots = (from_slot..to_slot)
+            .filter(|slot| *slot <= self.applied_slot)
+            .filter_map(|slot| self.applied_writes(slot))
+            .collect();
+        Effect::Send {
+            to,
+            message: Message::Applied {
+                stream_id,
+                from_slot,
+                to_slot,
+                slots,
+                applied_slot: self.applied_slot,
+            },
+        }
+    }
+
+    /// Pushes the writes of slots `[from_slot, applied_slot]` to one subscriber, in
+    /// messages of at most [`SYNC_BATCH_SLOTS`] slots and about [`APPLIED_CHUNK_BYTES`].
+    fn push_range(&self, to: NodeId, stream_id: u64, from_slot: Slot, effects: &mut Vec<Effect>) {
+        let mut next_slot = from_slot;
+        while next_slot <= self.applied_slot {
+            let end_slot = (self.applied_slot + 1).min(next_slot + SYNC_BATCH_SLOTS);
+            let (to_slot, slots) = self.applied_chunk(next_slot, end_slot);
+            effects.push(Effect::Send {
+                to,
+                message: Message::Applied {
+                    stream_id,
+                    from_slot: next_slot,
+                    to_slot,
+                    slots,
+                    applied_slot: self.applied_slot,
+                },
+            });
+            next_slot = to_slot;
+        }
+    }
+
+    /// The writes of the applied slots from `from_slot` up to `end_slot` (excluded), cut
+    /// short after about [`APPLIED_CHUNK_BYTES`]; returns where the chunk ends.
+    fn applied_chunk(&self, from_slot: Slot, end_slot: Slot) -> (Slot, Vec<AppliedSlot>) {
+        debug_assert!(
+            from_slot >= self.history_start && end_slot <= self.applied_slot + 1,
+            "history: only retained applied slots are sent"
+        );
+        let mut slots = Vec::new();
+        let mut bytes = 0;
+        let mut slot = from_slot;
+        while slot < end_slot && (slot == from_slot || bytes < APPLIED_CHUNK_BYTES) {
+            if let Some(applied) = self.applied_writes(slot) {
+                bytes += applied
+                    .writes
+                    .iter()
+                    .map(|write| write.key.len() + write.value.len())
+                    .sum::<usize>();
+                slots.push(applied);
+            }
+            slot += 1;
+        }
+        (slot, slots)
+    }
+
+    /// The commands of applied `slot` that took effect (a request already applied in an
+    /// earlier slot, or earlier in the same batch, did not), or None if there were none.
+    fn applied_writes(&self, slot: Slot) -> Option<AppliedSlot> {
+        let value = self.decided.get(&slot)?;
+        let commands = value.commands();
+        let mut seen = BTreeSet::new();
+        let writes: Vec<AppliedWrite> = commands
+            .iter()
+            .enumerate()
+            .filter(|(_, command)| {
+                self.applied_request_ids.get(&command.request_id) == Some(&slot)
+                    && seen.insert(command.request_id)
+            })
+            .map(|(index, command)| AppliedWrite {
+                index: index as u32,
+                key: command.key.clone(),
+                value: command.value.clone(),
+            })
+            .collect();
+        (!writes.is_empty()).then_some(AppliedSlot {
+            slot,
+            command_count: commands.len() as u32,
+            writes,
+        })
+    }
+
+    /// Pushes what each subscriber has not been sent yet of the applied slots.
+    fn push_to_subscribers(&mut self, effects: &mut Vec<Effect>) {
+        let applied_slot = self.applied_slot;
+        for ((subscriber, stream_id), next_slot) in &self.subscribers {
+            if *next_slot <= applied_slot {
+                self.push_range(*subscriber, *stream_id, *next_slot, effects);
+            }
+        }
+        for next_slot in self.subscribers.values_mut() {
+            *next_slot = (*next_slot).max(applied_slot + 1);
+        }
+    }
+
+    /// An empty push to every subscriber: the stream is alive, and where it stands.
+    fn heartbeat_subscribers(&self, effects: &mut Vec<Effect>) {
+        for ((subscriber, stream_id), next_slot) in &self.subscribers {
+            effects.push(Effect::Send {
+                to: *subscriber,
+                message: Message::Applied {
+                    stream_id: *stream_id,
+                    from_slot: *next_slot,
+                    to_slot: *next_slot,
+                    slots: Vec::new(),
+                    applied_slot: self.applied_slot,
+                },
+            });
+        }
+    }
+
+    /// Forgets the decided values of applied slots older than the last `retain_slots`.
+    fn trim_history(&mut self) {
+        let keep_from = (self.applied_slot + 1)
+            .saturating_sub(self.options.retain_slots)
+            .max(1);
+        if keep_from <= self.history_start {
+            return;
+        }
+        while matches!(self.decided.first_key_value(), Some((first, _)) if *first < keep_from) {
+            self.decided.pop_first();
+        }
+        self.history_start = keep_from;
+    }
+
+    /// Once the log has grown by `retain_slots` records and holds slots the history no
+    /// longer needs, it is replaced by a snapshot and the history.
+    fn compact_log(&mut self, effects: &mut Vec<Effect>) {
+        if self.persisted_since_compaction < self.options.retain_slots || self.history_start <= 1 {
+            return;
+        }
+        self.persisted_since_compaction = 0;
+        effects.push(Effect::PersistSnapshot {
+            snapshot: self.snapshot(),
+            retained: self.retained_entries(),
+        });
     }
 
     fn on_read(
@@ -424,6 +869,9 @@ impl Learner {
     /// Records `value` as decided for `slot` (persisting it) unless already known.
     fn decide(&mut self, slot: Slot, value: Value, effects: &mut Vec<Effect>) {
         self.known_slot_max = self.known_slot_max.max(slot);
+        if slot <= self.applied_slot && !self.decided.contains_key(&slot) {
+            return; // applied long ago and no longer retained (or folded into a snapshot)
+        }
         match self.decided.entry(slot) {
             Entry::Occupied(known) => assert!(
                 *known.get() == value,
@@ -435,6 +883,7 @@ impl Learner {
                     slot,
                     value: value.clone(),
                 }));
+                self.persisted_since_compaction += 1;
                 vacant.insert(value);
             }
         }
@@ -445,14 +894,16 @@ impl Learner {
     fn apply_contiguous(&mut self, effects: &mut Vec<Effect>) {
         let applied_before = self.applied_slot;
         while let Some(value) = self.decided.get(&(self.applied_slot + 1)) {
+            let slot = self.applied_slot + 1;
             for command in value.commands() {
                 // Exactly-once: a retried write may be decided again in a later slot.
-                if self.applied_request_ids.insert(command.request_id) {
+                if let Entry::Vacant(vacant) = self.applied_request_ids.entry(command.request_id) {
+                    vacant.insert(slot);
                     self.key_values
                         .insert(command.key.clone(), command.value.clone());
                 }
             }
-            self.applied_slot += 1;
+            self.applied_slot = slot;
         }
         if self.applied_slot == applied_before {
             return;
@@ -462,6 +913,13 @@ impl Learner {
             self.votes.keys().all(|slot| *slot > self.applied_slot),
             "votes are kept only for undecided slots above the applied slot"
         );
+        self.answer_parked_reads(effects);
+        self.push_to_subscribers(effects);
+        self.trim_history();
+    }
+
+    /// Answers the reads waiting for a slot that is now applied.
+    fn answer_parked_reads(&mut self, effects: &mut Vec<Effect>) {
         let still_waiting = self.parked_reads.split_off(&(self.applied_slot + 1));
         let ready = std::mem::replace(&mut self.parked_reads, still_waiting);
         for read in ready.into_values().flatten() {
@@ -1040,6 +1498,335 @@ mod tests {
             )
         );
         assert!(learner.on_connected(NodeId::client(1)).is_empty());
+    }
+
+    fn applied_messages(effects: &[Effect], wanted: NodeId) -> Vec<Message> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { to, message } if *to == wanted => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A learner that applied slots `1..=count`, slot `n` writing `k<n>` (slot 3 also
+    /// retries slot 1's request, which must not count as a write).
+    fn applied_learner(options: LearnerOptions, count: Slot) -> Learner {
+        let mut learner = Learner::new(options);
+        for slot in 1..=count {
+            let mut commands = vec![Command {
+                request_id: RequestId(slot as u128),
+                key: format!("k{slot}"),
+                value: format!("v{slot}"),
+            }];
+            if slot == 3 {
+                commands.push(Command {
+                    request_id: RequestId(1),
+                    key: "k1".into(),
+                    value: "v1".into(),
+                });
+            }
+            for acceptor in [1, 2] {
+                vote(
+                    &mut learner,
+                    acceptor,
+                    slot,
+                    Ballot::new(1, 1),
+                    &Value::Batch(commands.clone()),
+                );
+            }
+        }
+        assert_eq!(learner.applied_slot(), count);
+        learner
+    }
+
+    fn applied_write(slot: Slot, command_count: u32) -> AppliedSlot {
+        AppliedSlot {
+            slot,
+            command_count,
+            writes: vec![AppliedWrite {
+                index: 0,
+                key: format!("k{slot}"),
+                value: format!("v{slot}"),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_retained_slots_then_each_slot_as_it_is_applied() {
+        let mut learner = applied_learner(LearnerOptions::new(1, 2), 3);
+        let client = NodeId::client(1);
+        let effects = learner.handle(
+            client,
+            Message::Subscribe {
+                stream_id: 9,
+                from_slot: 2,
+            },
+        );
+        assert_eq!(
+            applied_messages(&effects, client),
+            vec![Message::Applied {
+                stream_id: 9,
+                from_slot: 2,
+                to_slot: 4,
+                slots: vec![applied_write(2, 1), applied_write(3, 2)],
+                applied_slot: 3,
+            }],
+            "slot 3's retry of slot 1's request is not a write"
+        );
+        let value = write(4, "k4", "v4");
+        vote(&mut learner, 1, 4, Ballot::new(1, 1), &value);
+        let effects = vote(&mut learner, 2, 4, Ballot::new(1, 1), &value);
+        assert_eq!(
+            applied_messages(&effects, client),
+            vec![Message::Applied {
+                stream_id: 9,
+                from_slot: 4,
+                to_slot: 5,
+                slots: vec![applied_write(4, 1)],
+                applied_slot: 4,
+            }]
+        );
+        let heartbeat = applied_messages(&ticks(&mut learner, 50), client);
+        assert_eq!(
+            heartbeat,
+            vec![Message::Applied {
+                stream_id: 9,
+                from_slot: 5,
+                to_slot: 5,
+                slots: vec![],
+                applied_slot: 4,
+            }],
+            "an idle subscriber hears where the stream stands"
+        );
+        learner.handle(client, Message::Unsubscribe { stream_id: 9 });
+        assert_eq!(learner.subscriber_count(), 0);
+    }
+
+    #[test]
+    fn a_subscription_from_zero_starts_at_the_next_slot_and_ends_when_its_client_leaves() {
+        let mut learner = applied_learner(LearnerOptions::new(1, 2), 2);
+        let client = NodeId::client(3);
+        let effects = learner.handle(
+            client,
+            Message::Subscribe {
+                stream_id: 1,
+                from_slot: 0,
+            },
+        );
+        assert_eq!(
+            applied_messages(&effects, client),
+            vec![Message::Applied {
+                stream_id: 1,
+                from_slot: 3,
+                to_slot: 3,
+                slots: vec![],
+                applied_slot: 2,
+            }]
+        );
+        assert_eq!(learner.subscriber_count(), 1);
+        learner.on_disconnected(client);
+        assert_eq!(learner.subscriber_count(), 0);
+    }
+
+    #[test]
+    fn a_position_older_than_the_history_is_refused_naming_the_oldest_slot() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.retain_slots = 3;
+        let mut learner = applied_learner(options, 10);
+        assert_eq!(
+            learner.history_start_slot(),
+            8,
+            "slots 8, 9 and 10 are kept"
+        );
+        assert_eq!(learner.decided_value(7), None);
+        let client = NodeId::client(1);
+        let too_old = Message::SubscriptionTooOld {
+            stream_id: 4,
+            oldest_available_slot: 8,
+            applied_slot: 10,
+        };
+        let subscribe = |from_slot| Message::Subscribe {
+            stream_id: 4,
+            from_slot,
+        };
+        assert_eq!(
+            applied_messages(&learner.handle(client, subscribe(7)), client),
+            vec![too_old.clone()]
+        );
+        assert_eq!(learner.subscriber_count(), 0);
+        let read = Message::ReadApplied {
+            stream_id: 4,
+            from_slot: 1,
+            limit: 10,
+        };
+        assert_eq!(
+            applied_messages(&learner.handle(client, read), client),
+            vec![too_old]
+        );
+        let effects = learner.handle(client, subscribe(8));
+        let [Message::Applied {
+            from_slot, to_slot, ..
+        }] = applied_messages(&effects, client)[..]
+        else {
+            panic!("expected one push, got {effects:?}")
+        };
+        assert_eq!((from_slot, to_slot), (8, 11));
+    }
+
+    #[test]
+    fn read_applied_answers_at_most_the_limit_and_an_empty_range_past_the_applied_slot() {
+        let mut learner = applied_learner(LearnerOptions::new(1, 2), 5);
+        let client = NodeId::client(1);
+        let read = |from_slot, limit| Message::ReadApplied {
+            stream_id: 2,
+            from_slot,
+            limit,
+        };
+        assert_eq!(
+            applied_messages(&learner.handle(client, read(1, 2)), client),
+            vec![Message::Applied {
+                stream_id: 2,
+                from_slot: 1,
+                to_slot: 3,
+                slots: vec![applied_write(1, 1), applied_write(2, 1)],
+                applied_slot: 5,
+            }]
+        );
+        assert_eq!(
+            applied_messages(&learner.handle(client, read(9, 2)), client),
+            vec![Message::Applied {
+                stream_id: 2,
+                from_slot: 9,
+                to_slot: 9,
+                slots: vec![],
+                applied_slot: 5,
+            }]
+        );
+        assert_eq!(
+            learner.subscriber_count(),
+            0,
+            "a read is not a subscription"
+        );
+    }
+
+    #[test]
+    fn the_log_is_compacted_once_it_outgrows_the_history() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.retain_slots = 4;
+        let mut learner = applied_learner(options, 5);
+        let compactions: Vec<Effect> = learner
+            .tick()
+            .into_iter()
+            .filter(|effect| matches!(effect, Effect::PersistSnapshot { .. }))
+            .collect();
+        let [Effect::PersistSnapshot { snapshot, retained }] = &compactions[..] else {
+            panic!("expected one compaction, got {compactions:?}")
+        };
+        assert_eq!(snapshot.applied_slot, 5);
+        assert_eq!(snapshot.key_values.len(), 5);
+        assert_eq!(
+            retained.iter().map(|entry| entry.slot).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5],
+            "the history goes with the snapshot"
+        );
+        assert!(
+            !learner
+                .tick()
+                .iter()
+                .any(|effect| matches!(effect, Effect::PersistSnapshot { .. })),
+            "not again until the log has grown again"
+        );
+        // The compacted log restores the same learner.
+        let restored = Learner::recover_from_snapshot(
+            learner.options.clone(),
+            Some(snapshot.clone()),
+            retained.clone(),
+        );
+        assert_eq!(restored.applied_slot(), 5);
+        assert_eq!(restored.history_start_slot(), 2);
+        assert_eq!(restored.value_of("k1"), Some("v1"));
+        assert_eq!(restored.snapshot(), learner.snapshot());
+    }
+
+    #[test]
+    fn a_peer_behind_the_history_gets_a_snapshot_and_continues_after_it() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.retain_slots = 2;
+        let mut ahead = applied_learner(options, 6);
+        // A seventh slot is decided at the peer but not applied: slot 8 is missing.
+        let nine = write(9, "k9", "v9");
+        vote(&mut ahead, 1, 9, Ballot::new(1, 1), &nine);
+        vote(&mut ahead, 2, 9, Ballot::new(1, 1), &nine);
+        let mut behind = Learner::new(LearnerOptions::new(2, 2));
+        let client = NodeId::client(1);
+        // A subscriber of the behind learner waits for slot 1: the snapshot skips it.
+        behind.handle(
+            client,
+            Message::Subscribe {
+                stream_id: 5,
+                from_slot: 1,
+            },
+        );
+        let answer = ahead.handle(
+            NodeId::learner(2),
+            Message::SyncDecided {
+                from_slot: 1,
+                limit: 100,
+            },
+        );
+        let messages = applied_messages(&answer, NodeId::learner(2));
+        assert!(
+            matches!(&messages[..], [Message::Snapshot { snapshot }, Message::Decided { entries, .. }]
+                if snapshot.applied_slot == 6 && entries.len() == 1 && entries[0].slot == 9),
+            "the state, then the decided slots above it: {messages:?}"
+        );
+        let mut effects = Vec::new();
+        for message in messages {
+            effects.extend(behind.handle(NodeId::learner(1), message));
+        }
+        assert_eq!(behind.applied_slot(), 6);
+        assert_eq!(behind.history_start_slot(), 7);
+        assert_eq!(behind.value_of("k3"), Some("v3"));
+        assert_eq!(behind.snapshot(), ahead.snapshot());
+        assert!(effects.iter().any(|effect| matches!(effect,
+            Effect::PersistSnapshot { snapshot, retained }
+                if snapshot.applied_slot == 6 && retained.is_empty())));
+        assert_eq!(
+            applied_messages(&effects, client),
+            vec![Message::SubscriptionTooOld {
+                stream_id: 5,
+                oldest_available_slot: 7,
+                applied_slot: 6,
+            }],
+            "the subscriber is told, not skipped past slots 1 to 6"
+        );
+        // Asked again at once, the peer does not resend the whole state.
+        let again = ahead.handle(
+            NodeId::learner(2),
+            Message::SyncDecided {
+                from_slot: 1,
+                limit: 100,
+            },
+        );
+        assert!(!applied_messages(&again, NodeId::learner(2))
+            .iter()
+            .any(|message| matches!(message, Message::Snapshot { .. })));
+        // A snapshot no newer than the learner's state is ignored.
+        assert!(behind
+            .handle(
+                NodeId::learner(1),
+                Message::Snapshot {
+                    snapshot: StateSnapshot {
+                        applied_slot: 6,
+                        key_values: vec![],
+                        applied_request_ids: vec![],
+                    }
+                }
+            )
+            .is_empty());
+        assert_eq!(behind.value_of("k3"), Some("v3"));
     }
 
     #[test]

@@ -8,13 +8,17 @@
 //! learners, so the log is synced at most every [`SYNC_INTERVAL`] instead of per batch: a
 //! crash may lose the last moments of it, which the learner then fills like any gap.
 //!
+//! The log is bounded like the learner's history: when the core says so
+//! (`PersistSnapshot`), the log is rewritten atomically as one snapshot record followed by
+//! the decided slots the learner still holds.
+//!
 //! The service holds no protocol decisions; it only answers `StatusRequest`, which needs
 //! the network's view of the peers.
 
 use crate::core::{Effect, Learner, LearnerOptions};
 use anyhow::{anyhow, Context};
 use common::config::LearnerConfig;
-use common::message::{DecidedEntry, Message, NodeStatus};
+use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
 use common::network::{Inbound, InboundHandler, Network};
 use common::node::NodeId;
 use common::wal::Wal;
@@ -38,6 +42,9 @@ const MAX_BATCH_EVENTS: usize = 4096;
 pub enum LearnerRecord {
     /// A slot this learner found decided.
     Decided(DecidedEntry),
+    /// The state at a slot; the first record of a compacted log (or of a log replaced by a
+    /// peer's snapshot). Records after it add history and later slots.
+    Snapshot(StateSnapshot),
 }
 
 /// A running learner. Dropping it (or [`Handle::shutdown`]) stops the driver thread and
@@ -97,7 +104,8 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         .parse()
         .with_context(|| format!("the learner's listen address {:?}", config.listen))?;
     let me = NodeId::learner(config.id);
-    let options = LearnerOptions::new(config.id, config.quorum_size);
+    let mut options = LearnerOptions::new(config.id, config.quorum_size);
+    options.retain_slots = config.retain_slots;
     let wal_path = config.data_dir.join(WAL_FILE_NAME);
     let (core, wal) = tokio::task::spawn_blocking(move || recover(options, &wal_path)).await??;
 
@@ -169,9 +177,18 @@ fn recover(options: LearnerOptions, path: &Path) -> anyhow::Result<(Learner, Wal
         );
     }
     let mut entries = Vec::with_capacity(recovered.records.len());
+    let mut snapshot: Option<StateSnapshot> = None;
     for (index, record) in recovered.records.iter().enumerate() {
         match postcard::from_bytes::<LearnerRecord>(record) {
             Ok(LearnerRecord::Decided(entry)) => entries.push(entry),
+            Ok(LearnerRecord::Snapshot(state)) => {
+                if snapshot
+                    .as_ref()
+                    .is_none_or(|known| known.applied_slot < state.applied_slot)
+                {
+                    snapshot = Some(state);
+                }
+            }
             Err(error) => {
                 let problem = format!(
                     "learner log {} record {index} has a valid checksum but does not decode: {error}",
@@ -183,10 +200,13 @@ fn recover(options: LearnerOptions, path: &Path) -> anyhow::Result<(Learner, Wal
         }
     }
     let record_count = entries.len();
-    let learner = Learner::recover(options, entries);
+    let snapshot_slot = snapshot.as_ref().map(|snapshot| snapshot.applied_slot);
+    let learner = Learner::recover_from_snapshot(options, snapshot, entries);
     tracing::info!(
         path = %path.display(),
         records = record_count,
+        snapshot_slot,
+        history_start_slot = learner.history_start_slot(),
         applied_slot = learner.applied_slot(),
         known_slot_max = learner.known_slot_max(),
         "learner recovered its log"
@@ -242,7 +262,7 @@ impl Driver {
     fn handle_event(&mut self, event: Inbound, effects: &mut Vec<Effect>) {
         match event {
             Inbound::Connected(node) => effects.extend(self.core.on_connected(node)),
-            Inbound::Disconnected(_) => {}
+            Inbound::Disconnected(node) => effects.extend(self.core.on_disconnected(node)),
             Inbound::Message(from, Message::StatusRequest { request_id }) => {
                 effects.push(Effect::Send {
                     to: from,
@@ -260,7 +280,8 @@ impl Driver {
         }
     }
 
-    /// Carries out `effects`: every `Persist` first (written out together), then the sends.
+    /// Carries out `effects`: every `Persist` and `PersistSnapshot` first (in order), then
+    /// the sends.
     fn execute(&mut self, effects: Vec<Effect>) {
         let mut sends = Vec::with_capacity(effects.len());
         for effect in effects {
@@ -269,6 +290,9 @@ impl Driver {
                     let record = postcard::to_allocvec(&LearnerRecord::Decided(entry))
                         .expect("encoding into a Vec cannot fail");
                     self.wal.append(&record);
+                }
+                Effect::PersistSnapshot { snapshot, retained } => {
+                    self.replace_log(snapshot, retained);
                 }
                 send => sends.push(send),
             }
@@ -292,9 +316,42 @@ impl Driver {
                     self.network.send(to, message);
                 }
                 Effect::Broadcast { role, message } => self.network.broadcast(role, &message),
-                Effect::Persist(_) => unreachable!("persists were taken out above"),
+                Effect::Persist(_) | Effect::PersistSnapshot { .. } => {
+                    unreachable!("persists were taken out above")
+                }
             }
         }
+    }
+}
+
+impl Driver {
+    /// Rewrites the log as `snapshot` followed by `retained` (atomically: a crash leaves the
+    /// old log or the new one), which also syncs everything written before.
+    fn replace_log(&mut self, snapshot: StateSnapshot, retained: Vec<DecidedEntry>) {
+        let snapshot_slot = snapshot.applied_slot;
+        let bytes_before = self.wal.length_bytes();
+        let mut records = Vec::with_capacity(retained.len() + 1);
+        records.push(
+            postcard::to_allocvec(&LearnerRecord::Snapshot(snapshot))
+                .expect("encoding into a Vec cannot fail"),
+        );
+        for entry in retained {
+            records.push(
+                postcard::to_allocvec(&LearnerRecord::Decided(entry))
+                    .expect("encoding into a Vec cannot fail"),
+            );
+        }
+        if let Err(error) = self.wal.rewrite(records.iter().map(Vec::as_slice)) {
+            fatal("rewrite", self.wal.path().to_path_buf(), error);
+        }
+        self.unsynced_since = None;
+        tracing::info!(
+            snapshot_slot,
+            records = records.len(),
+            bytes_before,
+            bytes_after = self.wal.length_bytes(),
+            "learner log replaced by a snapshot and the retained history"
+        );
     }
 }
 

@@ -91,6 +91,7 @@ fn config(data_dir: &Path, acceptor_hosts: Vec<String>) -> LearnerConfig {
         learner_hosts: Vec::new(),
         quorum_size: 2,
         data_dir: data_dir.to_path_buf(),
+        retain_slots: learner::core::DEFAULT_RETAIN_SLOTS,
     }
 }
 
@@ -213,4 +214,119 @@ async fn a_learner_refuses_to_start_from_a_corrupt_log() {
             Err(problem) => problem,
         };
     assert!(problem.to_string().contains("corrupt"), "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it() {
+    const SLOTS: u64 = 300;
+    const RETAIN_SLOTS: u64 = 10;
+    let data_dir = tempfile::tempdir().unwrap();
+    let learner = NodeId::learner(1);
+    let mut acceptors = Vec::new();
+    for id in 1..=3 {
+        acceptors.push(fake_node(NodeId::acceptor(id), true, &[]).await);
+    }
+    let acceptor_hosts: Vec<String> = acceptors
+        .iter()
+        .map(|acceptor| acceptor.address.unwrap().to_string())
+        .collect();
+    let mut learner_config = config(data_dir.path(), acceptor_hosts.clone());
+    learner_config.retain_slots = RETAIN_SLOTS;
+    let handle = learner::service::start(learner_config.clone())
+        .await
+        .expect("the learner starts");
+    for acceptor in &mut acceptors {
+        acceptor.wait_connected(learner).await;
+    }
+    // Slot n writes key k<n mod 7>: slot 1's key k1 is last written in slot 295.
+    let entries: Vec<AcceptedEntry> = (1..=SLOTS)
+        .map(|slot| AcceptedEntry {
+            slot,
+            ballot: Ballot::new(1, 1),
+            value: Value::Batch(vec![Command {
+                request_id: RequestId(slot as u128),
+                key: format!("k{}", slot % 7),
+                value: format!("v{slot}"),
+            }]),
+        })
+        .collect();
+    for acceptor in &acceptors[..2] {
+        for chunk in entries.chunks(16) {
+            assert!(acceptor.network.send(
+                learner,
+                Message::AcceptedValues {
+                    entries: chunk.to_vec()
+                }
+            ));
+        }
+    }
+    assert!(matches!(
+        read(handle.address(), "k1", SLOTS).await,
+        Message::ReadReply { value: Some(value), .. } if value == "v295"
+    ));
+    // Compaction happens on a tick; give it a few.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    handle.shutdown();
+
+    let log = common::wal::Wal::open(data_dir.path().join(learner::service::WAL_FILE_NAME))
+        .expect("the log opens");
+    assert!(
+        (log.records.len() as u64) < 2 * RETAIN_SLOTS + 2,
+        "{} records remain of {SLOTS} decided slots",
+        log.records.len()
+    );
+    let first: learner::service::LearnerRecord = postcard::from_bytes(&log.records[0]).unwrap();
+    assert!(
+        matches!(first, learner::service::LearnerRecord::Snapshot(_)),
+        "a compacted log starts with the state"
+    );
+    drop(log);
+
+    // Restarted with silent acceptors, the state comes from the snapshot and the history.
+    let restarted = learner::service::start(learner_config)
+        .await
+        .expect("the learner restarts");
+    assert!(matches!(
+        read(restarted.address(), "k1", SLOTS).await,
+        Message::ReadReply { value: Some(value), applied_slot: SLOTS, .. } if value == "v295"
+    ));
+    let mut client = fake_node(NodeId::client(2), false, &[restarted.address().to_string()]).await;
+    client.wait_connected(learner).await;
+    client.network.send(
+        learner,
+        Message::Subscribe {
+            stream_id: 1,
+            from_slot: 1,
+        },
+    );
+    assert_eq!(
+        client.wait_message(learner).await,
+        Message::SubscriptionTooOld {
+            stream_id: 1,
+            oldest_available_slot: SLOTS - RETAIN_SLOTS + 1,
+            applied_slot: SLOTS
+        }
+    );
+    client.network.send(
+        learner,
+        Message::Subscribe {
+            stream_id: 2,
+            from_slot: SLOTS - 1,
+        },
+    );
+    match client.wait_message(learner).await {
+        Message::Applied {
+            stream_id: 2,
+            from_slot,
+            to_slot,
+            slots,
+            ..
+        } => {
+            assert_eq!((from_slot, to_slot), (SLOTS - 1, SLOTS + 1));
+            assert_eq!(slots.len(), 2);
+            assert_eq!(slots[1].writes[0].value, format!("v{SLOTS}"));
+        }
+        other => panic!("expected the history, got {other:?}"),
+    }
+    drop(restarted);
 }

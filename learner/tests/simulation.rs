@@ -8,10 +8,17 @@
 //! each one's applied state is a prefix of the other's history. At the end both must have
 //! applied every slot (liveness through gap filling).
 //!
+//! A client subscribes at the first learner from slot 1 and must be pushed exactly the
+//! writes that took effect (each request once), slot after slot without a gap.
+//!
+//! A second variant keeps only a few slots of history and cuts the second learner off
+//! from the acceptors: it can only catch up from its peer, which no longer holds the slots
+//! it missed, so it must take the peer's snapshot and continue from there.
+//!
 //! Replay one run with `SIM_SEED=<seed> cargo test -p learner --test simulation`.
 
 use common::ballot::{Ballot, Slot};
-use common::message::{AcceptedEntry, DecidedEntry, Message, RoleStatus};
+use common::message::{AcceptedEntry, AppliedSlot, DecidedEntry, Message, RoleStatus};
 use common::node::{NodeId, Role};
 use common::value::{Command, RequestId, Value};
 use learner::core::{Effect, Learner, LearnerOptions};
@@ -95,6 +102,52 @@ fn check_applied_state_is_prefix(behind: &Learner, ahead: &Learner) -> Result<()
     Ok(())
 }
 
+/// The state a learner applied equals the chosen values replayed up to its applied slot
+/// (the check that still holds when the peers' histories no longer reach slot 1).
+fn check_state_matches_chosen(
+    learner: &Learner,
+    chosen: &BTreeMap<Slot, Value>,
+) -> Result<(), String> {
+    let applied_slot = learner.applied_slot();
+    let expected = replay(chosen.range(..=applied_slot).map(|(_, value)| value));
+    for (key, value) in &expected {
+        if learner.value_of(key) != Some(value.as_str()) {
+            return Err(format!(
+                "after slot {applied_slot} key {key:?} is {:?}, the chosen values say {value:?}",
+                learner.value_of(key)
+            ));
+        }
+    }
+    if key_count(learner) != expected.len() as u64 {
+        return Err(format!(
+            "after slot {applied_slot} the state holds {} keys, the chosen values {}",
+            key_count(learner),
+            expected.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The writes a subscriber must see: every command the first time its request id is
+/// decided, as (slot, index in the slot, key, value).
+fn expected_notifications(chosen: &BTreeMap<Slot, Value>) -> Vec<(Slot, u32, String, String)> {
+    let mut applied = BTreeSet::new();
+    let mut writes = Vec::new();
+    for (slot, value) in chosen {
+        for (index, command) in value.commands().iter().enumerate() {
+            if applied.insert(command.request_id) {
+                writes.push((
+                    *slot,
+                    index as u32,
+                    command.key.clone(),
+                    command.value.clone(),
+                ));
+            }
+        }
+    }
+    writes
+}
+
 /// Validity: only the value the acceptors chose is decided.
 fn check_validity(learner: &Learner, chosen: &BTreeMap<Slot, Value>) -> Result<(), String> {
     for (slot, value) in chosen {
@@ -114,6 +167,12 @@ fn check_safety(learners: &[Learner], chosen: &BTreeMap<Slot, Value>) -> Result<
     check_agreement(first, second)?;
     check_validity(first, chosen)?;
     check_validity(second, chosen)?;
+    check_state_matches_chosen(first, chosen)?;
+    check_state_matches_chosen(second, chosen)?;
+    let full_history = |learner: &Learner| learner.history_start_slot() == 1;
+    if !full_history(first) || !full_history(second) {
+        return Ok(()); // the prefix check below needs every slot from 1
+    }
     if first.applied_slot() <= second.applied_slot() {
         check_applied_state_is_prefix(first, second)
     } else {
@@ -239,6 +298,56 @@ struct Envelope {
     message: Message,
 }
 
+/// The client subscribed at the first learner: what it was pushed.
+#[derive(Default)]
+struct SimulatedSubscriber {
+    /// The next slot a push must start at (0 until the first push names it).
+    next_slot: Slot,
+    /// Every write pushed, as (slot, index, key, value).
+    writes: Vec<(Slot, u32, String, String)>,
+}
+
+const SUBSCRIPTION: u64 = 7;
+const SUBSCRIBER: NodeId = NodeId {
+    role: Role::Client,
+    id: 1,
+};
+
+impl SimulatedSubscriber {
+    /// Takes one push, checking that it continues exactly where the last one ended.
+    fn receive(&mut self, message: Message) -> Result<(), String> {
+        let Message::Applied {
+            stream_id,
+            from_slot,
+            to_slot,
+            slots,
+            ..
+        } = message
+        else {
+            return Err(format!("the subscriber was sent {message:?}"));
+        };
+        if stream_id != SUBSCRIPTION || from_slot != self.next_slot.max(1) || to_slot < from_slot {
+            return Err(format!(
+                "a push covers [{from_slot}, {to_slot}) of stream {stream_id}, the subscriber expected slot {}",
+                self.next_slot
+            ));
+        }
+        for AppliedSlot { slot, writes, .. } in slots {
+            if slot < from_slot || slot >= to_slot {
+                return Err(format!(
+                    "slot {slot} pushed outside [{from_slot}, {to_slot})"
+                ));
+            }
+            for write in writes {
+                self.writes
+                    .push((slot, write.index, write.key, write.value));
+            }
+        }
+        self.next_slot = to_slot;
+        Ok(())
+    }
+}
+
 struct Simulation {
     rng: ChaCha8Rng,
     learners: Vec<Learner>,
@@ -247,6 +356,11 @@ struct Simulation {
     persisted: Vec<BTreeSet<Slot>>,
     loss_probability: f64,
     duplicate_probability: f64,
+    subscriber: SimulatedSubscriber,
+    /// The second learner hears no acceptor (the variant with a short history).
+    second_learner_cut_off: bool,
+    /// Snapshots delivered from one learner to the other.
+    snapshots_delivered: u64,
 }
 
 fn learner_node(index: usize) -> NodeId {
@@ -255,6 +369,19 @@ fn learner_node(index: usize) -> NodeId {
 
 impl Simulation {
     fn post(&mut self, from: NodeId, to: NodeId, message: Message) {
+        let cut_off = self.second_learner_cut_off
+            && (from.role == Role::Acceptor && to == learner_node(1)
+                || from == learner_node(1) && to.role == Role::Acceptor);
+        if cut_off {
+            return;
+        }
+        if to == SUBSCRIBER {
+            // The client's link is reliable here; what is checked is what the learner sends.
+            let _ = self.subscriber.receive(message.clone()).map_err(|problem| {
+                self.subscriber.writes.push((0, 0, problem, String::new()));
+            });
+            return;
+        }
         if !self.rng.random_bool(self.loss_probability) {
             self.in_flight.push(Envelope { from, to, message });
         }
@@ -268,6 +395,11 @@ impl Simulation {
                     if !self.persisted[learner_index].insert(entry.slot) {
                         return Err(format!("{from} persisted slot {} twice", entry.slot));
                     }
+                }
+                Effect::PersistSnapshot { retained, .. } => {
+                    // The log is rewritten: it holds these slots and nothing else.
+                    self.persisted[learner_index] =
+                        retained.iter().map(|entry| entry.slot).collect();
                 }
                 Effect::Send { to, message } => self.post(from, to, message),
                 Effect::Broadcast { role, message } => {
@@ -341,6 +473,9 @@ impl Simulation {
         };
         match envelope.to.role {
             Role::Learner => {
+                if matches!(envelope.message, Message::Snapshot { .. }) {
+                    self.snapshots_delivered += 1;
+                }
                 let learner_index = envelope.to.id as usize - 1;
                 let effects = self.learners[learner_index].handle(envelope.from, envelope.message);
                 self.carry_out(learner_index, effects)?;
@@ -368,17 +503,31 @@ impl Simulation {
     }
 }
 
-fn simulate(seed: u64) -> Result<(), String> {
+/// What one run found besides safety, for the variants' own checks.
+struct Outcome {
+    snapshots_delivered: u64,
+}
+
+/// One run; `retain_slots` shortens the learners' history (and cuts the second learner off
+/// from the acceptors, so that it must catch up from its peer).
+fn simulate(seed: u64, retain_slots: Option<u64>) -> Result<Outcome, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let Script {
         chosen,
         votes_by_acceptor,
     } = script(&mut rng);
     let loss_probability = rng.random_range(0.0..0.3);
+    let options = |id: u32| {
+        let mut options = LearnerOptions::new(id, QUORUM_SIZE);
+        if let Some(retain_slots) = retain_slots {
+            options.retain_slots = retain_slots;
+        }
+        options
+    };
     let mut simulation = Simulation {
         rng,
         learners: (1..=LEARNERS as u32)
-            .map(|id| Learner::new(LearnerOptions::new(id, QUORUM_SIZE)))
+            .map(|id| Learner::new(options(id)))
             .collect(),
         acceptors: votes_by_acceptor
             .into_iter()
@@ -393,7 +542,18 @@ fn simulate(seed: u64) -> Result<(), String> {
         persisted: vec![BTreeSet::new(); LEARNERS],
         loss_probability,
         duplicate_probability: 0.15,
+        subscriber: SimulatedSubscriber::default(),
+        second_learner_cut_off: retain_slots.is_some(),
+        snapshots_delivered: 0,
     };
+    let subscribed = simulation.learners[0].handle(
+        SUBSCRIBER,
+        Message::Subscribe {
+            stream_id: SUBSCRIPTION,
+            from_slot: 1,
+        },
+    );
+    simulation.carry_out(0, subscribed)?;
     for index in 0..LEARNERS {
         for peer in (0..LEARNERS).filter(|peer| *peer != index) {
             let effects = simulation.learners[index].on_connected(learner_node(peer));
@@ -469,7 +629,23 @@ fn simulate(seed: u64) -> Result<(), String> {
             return Err("final state holds extra keys".into());
         }
     }
-    Ok(())
+    let notified = std::mem::take(&mut simulation.subscriber.writes);
+    let expected = expected_notifications(&chosen);
+    if notified != expected {
+        let first_difference = notified
+            .iter()
+            .zip(&expected)
+            .position(|(got, wanted)| got != wanted)
+            .unwrap_or(notified.len().min(expected.len()));
+        return Err(format!(
+            "the subscriber's writes differ from write {first_difference} on: pushed {:?}, expected {:?}",
+            notified.get(first_difference),
+            expected.get(first_difference)
+        ));
+    }
+    Ok(Outcome {
+        snapshots_delivered: simulation.snapshots_delivered,
+    })
 }
 
 fn seeds() -> Vec<u64> {
@@ -482,13 +658,34 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn learners_agree_and_apply_prefixes_under_reordered_duplicated_and_lost_votes() {
     for seed in seeds() {
-        let outcome = std::panic::catch_unwind(|| simulate(seed));
+        let outcome = std::panic::catch_unwind(|| simulate(seed, None));
         match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(problem)) => panic!("SIM_SEED={seed}: {problem}"),
             Err(_) => panic!("SIM_SEED={seed}: the learner panicked (see above)"),
         }
     }
+}
+
+#[test]
+fn a_learner_behind_its_peers_short_history_catches_up_from_a_snapshot() {
+    let mut snapshots = 0;
+    for seed in seeds() {
+        let retain_slots = 1 + seed % 6;
+        let outcome = std::panic::catch_unwind(|| simulate(seed, Some(retain_slots)));
+        match outcome {
+            Ok(Ok(outcome)) => snapshots += outcome.snapshots_delivered,
+            Ok(Err(problem)) => {
+                panic!("SIM_SEED={seed} (history of {retain_slots} slots): {problem}")
+            }
+            Err(_) => panic!("SIM_SEED={seed}: the learner panicked (see above)"),
+        }
+    }
+    eprintln!("{snapshots} snapshots delivered over the runs");
+    assert!(
+        snapshots > 0,
+        "no run needed a snapshot: the variant does not test what it should"
+    );
 }
 
 fn noop_or_write(request_id: u128, value: &str) -> Value {
