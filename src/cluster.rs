@@ -102,9 +102,8 @@ impl Layout {
                 .map(|(key, value)| (key.to_string(), value))
                 .collect();
             environment.push(("BIND_ADDRESS".into(), "127.0.0.1".into()));
-            if role != Role::Client {
-                environment.push(("DATA_DIR".into(), data_dir(&name)));
-            }
+            // The client API keeps its subscriptions there.
+            environment.push(("DATA_DIR".into(), data_dir(&name)));
             nodes.push(NodePlan {
                 name,
                 role,

@@ -6,6 +6,8 @@
 //! 503 when the cluster did not answer within REQUEST_TIMEOUT.
 
 use crate::cluster::{Cluster, ClusterStatus, Consistency, NodeReport, Unavailable};
+use crate::events;
+use crate::subscriptions::Subscriptions;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -33,26 +35,45 @@ pub const SESSION_ID_LIMIT_BYTES: usize = 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
-struct AppState {
-    cluster: Arc<Cluster>,
+pub(crate) struct AppState {
+    pub(crate) cluster: Arc<Cluster>,
     /// This client API's name, such as "client1".
-    node_name: String,
+    pub(crate) node_name: String,
+    /// The change-notification subscriptions.
+    pub(crate) subscriptions: Arc<Subscriptions>,
 }
 
 /// The router of the REST API in front of `cluster`; `node_name` is reported by /health.
+/// Subscriptions are kept in memory only (see [`router_with_subscriptions`]).
 pub fn router(cluster: Arc<Cluster>, node_name: String) -> Router {
+    router_with_subscriptions(cluster, node_name, Arc::new(Subscriptions::in_memory()))
+}
+
+/// The router of the REST API, the web interface and the change notifications.
+pub fn router_with_subscriptions(
+    cluster: Arc<Cluster>,
+    node_name: String,
+    subscriptions: Arc<Subscriptions>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/write", post(write))
         .route("/read", post(read))
-        .route("/subscribe", post(not_implemented))
-        .route("/unsubscribe", post(not_implemented))
+        .route("/subscribe", post(events::subscribe))
+        .route("/unsubscribe", post(events::unsubscribe))
+        .route("/subscriptions/{id}", get(events::describe))
+        .route("/subscriptions/{id}/events", get(events::events))
+        .merge(crate::web::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(log_request))
-        .with_state(AppState { cluster, node_name })
+        .with_state(AppState {
+            cluster,
+            node_name,
+            subscriptions,
+        })
 }
 
 /// An error answered as `{"error": message}` (with the request id of a write, if any).
@@ -67,7 +88,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -75,7 +96,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -114,13 +135,6 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 async fn health(State(state): State<AppState>) -> Json<JsonValue> {
     Json(json!({ "status": "ok", "node": state.node_name }))
-}
-
-async fn not_implemented() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "subscriptions are not implemented yet",
-    )
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
@@ -218,7 +232,7 @@ pub fn parse_read(body: &[u8]) -> Result<ReadRequest, ApiError> {
     })
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, JsonValue>, ApiError> {
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, JsonValue>, ApiError> {
     let value: JsonValue = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))?;
     match value {
@@ -283,7 +297,7 @@ fn optional_string<'a>(
 }
 
 /// The body, or the extractor's rejection as a JSON error (413 above [`BODY_LIMIT_BYTES`]).
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(

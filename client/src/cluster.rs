@@ -10,11 +10,12 @@
 //! Answers arrive through the [`crate::mailbox`], which hands each to the request
 //! waiting for it.
 
+use crate::feed::{BufferLimits, Feed};
 use crate::mailbox::{lock, Answer, Mailbox, WaiterKey};
 use common::ballot::Slot;
 use common::config::ClientConfig;
 use common::message::{Message, NodeStatus, ProposerState, RoleStatus};
-use common::network::Network;
+use common::network::{Inbound, Network};
 use common::node::{NodeId, Role};
 use common::value::Command;
 use rand::Rng;
@@ -125,6 +126,8 @@ pub struct Cluster {
     learner_addresses: Vec<String>,
     /// Acceptors learned from the proposers' status reports: address -> node.
     acceptors: Mutex<BTreeMap<String, NodeId>>,
+    /// The change feed: learners' applied writes for subscribers.
+    feed: Arc<Feed>,
 }
 
 impl Cluster {
@@ -132,6 +135,11 @@ impl Cluster {
     pub async fn connect(config: &ClientConfig) -> anyhow::Result<Arc<Cluster>> {
         let mailbox = Arc::new(Mailbox::default());
         let handler_mailbox = Arc::clone(&mailbox);
+        let feed = Arc::new(Feed::new(BufferLimits {
+            events: config.subscription_buffer_events,
+            bytes: config.subscription_buffer_bytes,
+        }));
+        let handler_feed = Arc::clone(&feed);
         let peers: Vec<String> = config
             .proposer_hosts
             .iter()
@@ -142,9 +150,18 @@ impl Cluster {
             NodeId::client(config.id),
             None,
             &peers,
-            Arc::new(move |inbound| handler_mailbox.deliver(inbound)),
+            Arc::new(move |inbound| match inbound {
+                Inbound::Message(from, message) if Feed::handles(&message) => {
+                    handler_feed.deliver(from, message)
+                }
+                link => {
+                    handler_feed.on_link(&link);
+                    handler_mailbox.deliver(link)
+                }
+            }),
         )
         .await?;
+        feed.attach(network.clone());
         Ok(Arc::new(Cluster {
             network,
             mailbox,
@@ -156,7 +173,13 @@ impl Cluster {
             proposer_addresses: config.proposer_hosts.clone(),
             learner_addresses: config.learner_hosts.clone(),
             acceptors: Mutex::new(BTreeMap::new()),
+            feed,
         }))
+    }
+
+    /// The change feed that serves subscriptions.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// REQUEST_TIMEOUT: how long a request may take before it gets 503.

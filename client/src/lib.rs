@@ -16,6 +16,10 @@
 //! | `GET /status` | | every node's report, the leader, the learners' applied slots |
 //! | `POST /write` | `{"key","value","session_id"?,"request_id"?}` | `{"key","value","slot","request_id"}` |
 //! | `POST /read` | `{"key","consistency"?,"session_id"?}` | `{"key","value","consistency","slot"}` |
+//! | `POST /subscribe` | `{"patterns":[...]}` | `{"subscription_id","patterns","events"}` |
+//! | `POST /unsubscribe` | `{"subscription_id"}` | `{"subscription_id","unsubscribed"}` |
+//! | `GET /subscriptions/{id}/events` | | Server-Sent Events: the matching writes, in slot order (see [`events`]) |
+//! | `GET /` | | the web interface |
 //!
 //! Every error is `{"error": "..."}`; 503 means the cluster did not answer within
 //! REQUEST_TIMEOUT.
@@ -32,7 +36,12 @@
 
 pub mod api;
 pub mod cluster;
+pub mod events;
+pub mod feed;
 mod mailbox;
+pub mod pattern;
 pub mod service;
+pub mod subscriptions;
+mod web;
 
 pub use service::{run, start, ClientHandle};

@@ -3,10 +3,12 @@
 
 use crate::api;
 use crate::cluster::Cluster;
+use crate::subscriptions::Subscriptions;
 use anyhow::Context;
 use common::config::ClientConfig;
 use common::node::NodeId;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -59,7 +61,16 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
         .await
         .context("cannot start the client network")?;
     let node = NodeId::client(config.id);
-    let router = api::router(cluster, node.to_string());
+    let subscriptions = match &config.data_dir {
+        Some(data_dir) => {
+            let data_dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || Subscriptions::open(&data_dir))
+                .await?
+                .context("cannot open the subscriptions (DATA_DIR)")?
+        }
+        None => Subscriptions::in_memory(),
+    };
+    let router = api::router_with_subscriptions(cluster, node.to_string(), Arc::new(subscriptions));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -190,6 +190,9 @@ async fn reads_and_writes_are_a_503_when_no_node_is_reachable() {
         proposer_hosts: vec![unreachable()],
         learner_hosts: vec![unreachable()],
         request_timeout_milliseconds: 200,
+        data_dir: None,
+        subscription_buffer_events: 1024,
+        subscription_buffer_bytes: 1 << 20,
     };
     let handle = client::start(config).await.unwrap();
     let base = format!("http://{}", handle.address());

@@ -194,7 +194,7 @@ async fn a_body_over_four_mebibytes_is_a_json_413() {
 }
 
 #[tokio::test]
-async fn unknown_routes_wrong_methods_and_subscriptions_answer_json_errors() {
+async fn unknown_routes_and_wrong_methods_answer_json_errors() {
     let (handle, _nodes) = client_api().await;
     let base = format!("http://{}", handle.address());
     let (status, answer) = get(format!("{base}/nowhere")).await;
@@ -205,11 +205,68 @@ async fn unknown_routes_wrong_methods_and_subscriptions_answer_json_errors() {
     error_text(&answer);
     let (status, answer) = post(format!("{base}/health"), String::new()).await;
     assert_eq!(status, 405, "{answer}");
-    for path in ["/subscribe", "/unsubscribe"] {
-        let (status, answer) = post(format!("{base}{path}"), "{}".into()).await;
-        assert_eq!(status, 501, "{path}: {answer}");
-        assert_eq!(error_text(&answer), "subscriptions are not implemented yet");
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn subscription_requests_get_json_errors_naming_the_problem() {
+    let (handle, _nodes) = client_api().await;
+    let base = format!("http://{}", handle.address());
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        ("/subscribe", "{}", 400, "patterns"),
+        ("/subscribe", r#"{"patterns":[]}"#, 400, "at least one"),
+        ("/subscribe", r#"{"patterns":["a[0-9]"]}"#, 400, "reserved"),
+        ("/subscribe", r#"{"patterns":["ok", 3]}"#, 400, "strings"),
+        ("/subscribe", "not json", 400, "JSON"),
+        ("/unsubscribe", "{}", 400, "subscription_id"),
+        ("/unsubscribe", r#"{"subscription_id":"nope"}"#, 400, "UUID"),
+        (
+            "/unsubscribe",
+            r#"{"subscription_id":"6f1c2b1e-8a62-4c1b-9a53-0f1e2d3c4b5a"}"#,
+            404,
+            "no subscription",
+        ),
+    ];
+    for (path, body, expected_status, problem) in cases {
+        let (status, answer) = post(format!("{base}{path}"), body.into()).await;
+        assert_eq!(status, expected_status, "{path} {body}: {answer}");
+        assert!(
+            error_text(&answer).contains(problem),
+            "{path} {body}: {answer}"
+        );
     }
+    for path in [
+        "/subscriptions/6f1c2b1e-8a62-4c1b-9a53-0f1e2d3c4b5a/events",
+        "/subscriptions/not-a-uuid/events",
+        "/subscriptions/6f1c2b1e-8a62-4c1b-9a53-0f1e2d3c4b5a",
+    ] {
+        let (status, answer) = get(format!("{base}{path}")).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert!(error_text(&answer).contains("no subscription"), "{answer}");
+    }
+    let (status, made) = post(format!("{base}/subscribe"), r#"{"patterns":["k*"]}"#.into()).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["subscription_id"].as_str().unwrap();
+    assert_eq!(made["events"], format!("/subscriptions/{id}/events"));
+    let (status, described) = get(format!("{base}/subscriptions/{id}")).await;
+    assert_eq!((status, &described["patterns"]), (200, &json!(["k*"])));
+    for query in ["from_slot=x", "from_slot=3.", "since=4"] {
+        let (status, answer) = get(format!("{base}/subscriptions/{id}/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        error_text(&answer);
+    }
+    let (status, answer) = post(
+        format!("{base}/unsubscribe"),
+        json!({"subscription_id": id}).to_string(),
+    )
+    .await;
+    assert_eq!((status, &answer["unsubscribed"]), (200, &json!(true)));
+    let (status, _) = post(
+        format!("{base}/unsubscribe"),
+        json!({"subscription_id": id}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404, "a second unsubscribe finds nothing");
     handle.shutdown().await.unwrap();
 }
 

@@ -339,6 +339,14 @@ pub struct ClientConfig {
     pub learner_hosts: Vec<String>,
     /// REQUEST_TIMEOUT in milliseconds (default 5000): after it, a request gets 503.
     pub request_timeout_milliseconds: u64,
+    /// DATA_DIR (default paxos-data/client<ID>): where subscriptions are kept, so that they
+    /// survive a restart. None keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// SUBSCRIPTION_BUFFER_EVENTS (default 1024): events a subscriber's stream queues at
+    /// most; a subscriber further behind is disconnected with the position to resume from.
+    pub subscription_buffer_events: usize,
+    /// SUBSCRIPTION_BUFFER_BYTES (default 8 MiB): the same bound in bytes of event data.
+    pub subscription_buffer_bytes: usize,
 }
 
 impl ClientConfig {
@@ -355,6 +363,14 @@ impl ClientConfig {
             proposer_hosts: host_list(lookup, "PROPOSER_HOSTS", true)?,
             learner_hosts: host_list(lookup, "LEARNER_HOSTS", true)?,
             request_timeout_milliseconds: positive_milliseconds(lookup, "REQUEST_TIMEOUT", 5000)?,
+            data_dir: Some(data_dir(lookup, format!("client{id}"))),
+            subscription_buffer_events: at_least_one(lookup, "SUBSCRIPTION_BUFFER_EVENTS", 1024)?
+                as usize,
+            subscription_buffer_bytes: at_least_one(
+                lookup,
+                "SUBSCRIPTION_BUFFER_BYTES",
+                8 * 1024 * 1024,
+            )? as usize,
         })
     }
 }

@@ -276,7 +276,18 @@ impl Driver {
                     },
                 });
             }
-            Inbound::Message(from, message) => effects.extend(self.core.handle(from, message)),
+            Inbound::Message(from, message) => {
+                if let Message::Snapshot { snapshot } = &message {
+                    tracing::info!(
+                        %from,
+                        snapshot_slot = snapshot.applied_slot,
+                        applied_slot = self.core.applied_slot(),
+                        keys = snapshot.key_values.len(),
+                        "a peer sent its state as a snapshot"
+                    );
+                }
+                effects.extend(self.core.handle(from, message))
+            }
         }
     }
 

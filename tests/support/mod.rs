@@ -2,6 +2,8 @@
 //! tests, and talks to it through the client API like a user would.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use paxos::cluster::{Layout, NodePlan};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -66,6 +68,12 @@ impl TestCluster {
     }
 
     pub async fn start_with(acceptors: u32) -> TestCluster {
+        Self::start_configured(acceptors, &[]).await
+    }
+
+    /// Starts the cluster with `environment` added to every node's variables (each role
+    /// reads only its own).
+    pub async fn start_configured(acceptors: u32, environment: &[(&str, &str)]) -> TestCluster {
         let data = tempfile::tempdir().expect("a temporary directory");
         let mut layout = None;
         for attempt in 0..50u32 {
@@ -84,7 +92,12 @@ impl TestCluster {
             assert!(attempt < 49, "no free ports found");
         }
         let layout = layout.expect("ports chosen");
-        let nodes = layout.nodes();
+        let mut nodes = layout.nodes();
+        for node in &mut nodes {
+            for (name, value) in environment {
+                node.environment.push((name.to_string(), value.to_string()));
+            }
+        }
         let base_url = format!("http://127.0.0.1:{}", layout.client_port);
         let cluster = TestCluster {
             layout,
@@ -265,6 +278,11 @@ impl TestCluster {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The data directory of node `name`.
+    pub fn data_dir_of(&self, name: &str) -> PathBuf {
+        self.data.path().join(name)
     }
 
     pub fn logs_tail(&self) -> String {

@@ -122,6 +122,9 @@ pub fn config(
         proposer_hosts: proposers.iter().map(|node| node.address.clone()).collect(),
         learner_hosts: learners.iter().map(|node| node.address.clone()).collect(),
         request_timeout_milliseconds,
+        data_dir: None,
+        subscription_buffer_events: 1024,
+        subscription_buffer_bytes: 1 << 20,
     }
 }
 
