@@ -5,8 +5,12 @@
 //! - `paxos up` starts 3 acceptors, 2 proposers, 2 learners and the client API as separate
 //!   processes on 127.0.0.1, keeps their data under ./paxos-data, and stops them all on
 //!   Ctrl-C or SIGTERM. Started again, it resumes from the data on disk.
+//! - `paxos put | get | watch | status` are the command-line client of a running
+//!   cluster's REST API (see `cli`).
 
+mod cli;
 mod up;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use common::config::{
@@ -39,6 +43,8 @@ enum Command {
     Client,
     /// Start the whole default cluster on 127.0.0.1 and stop it on Ctrl-C or SIGTERM.
     Up(up::UpOptions),
+    #[command(flatten)]
+    Tool(cli::ClientCommand),
 }
 
 fn config_failure(error: ConfigError) -> ExitCode {
@@ -85,5 +91,6 @@ fn main() -> ExitCode {
             Err(error) => config_failure(error),
         },
         Command::Up(options) => up::run(options),
+        Command::Tool(command) => cli::run(command),
     }
 }
