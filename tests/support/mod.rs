@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod sse;
+pub mod webdriver;
 
 use paxos::cluster::{Layout, NodePlan};
 use serde_json::{json, Value as Json};
