@@ -99,8 +99,8 @@ pub enum ClientCommand {
         /// Key patterns, such as 'user/*' or a literal key.
         #[arg(required = true, value_name = "PATTERN")]
         patterns: Vec<String>,
-        /// Start after this slot (or event id) instead of now; 0 replays what the
-        /// learners still hold.
+        /// Start after this slot (or event id) instead of now; 0 replays from slot 1 (if
+        /// the learners still hold it; else the error names the oldest slot they hold).
         #[arg(long, value_name = "SLOT")]
         from_slot: Option<String>,
         #[command(flatten)]

@@ -38,6 +38,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+/// Event streams open at once at most (each may queue up to its buffer limits); more get
+/// `429`.
+pub const MAX_STREAMS: usize = 1000;
 /// An idle stream sends a `progress` event this often.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a catching-up stream waits before asking the learners again when they have
@@ -173,6 +176,12 @@ pub(crate) async fn events(
         .get(uuid)
         .ok_or_else(|| unknown_subscription(&id))?;
     let start = resume_position(query.as_deref(), &headers)?;
+    if state.cluster.feed().open_streams() >= MAX_STREAMS {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this client API serves {MAX_STREAMS} event streams, the most it keeps open"),
+        ));
+    }
     let stream = EventStream::new(
         Arc::clone(state.cluster.feed()),
         view.patterns,
@@ -375,7 +384,7 @@ impl EventStream {
                 let deadline = self.last_sent + PROGRESS_INTERVAL;
                 tokio::select! {
                     _ = queue.changed_or(deadline) => {}
-                    _ = self.cancelled.changed() => {}
+                    changed = self.cancelled.changed() => self.end_if_gone(changed.is_err()),
                 }
             }
             QueueItem::End(StreamEnd::Lagged) => self.finish(
@@ -429,7 +438,14 @@ impl EventStream {
     async fn pause(&mut self, duration: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(duration) => {}
-            _ = self.cancelled.changed() => {}
+            changed = self.cancelled.changed() => self.end_if_gone(changed.is_err()),
+        }
+    }
+
+    /// The subscription's registry went away (the service is stopping): end quietly.
+    fn end_if_gone(&mut self, gone: bool) {
+        if gone {
+            self.finished = true;
         }
     }
 }

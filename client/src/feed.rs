@@ -506,9 +506,12 @@ impl Feed {
         state.upstream = None;
         state.refused_by.insert(learner, oldest_available_slot);
         let learners = self.connected_learners();
-        let everyone_refused = learners
-            .iter()
-            .all(|learner| state.refused_by.contains_key(learner));
+        // A learner that is not connected might still hold the slot: only a refusal by
+        // every learner there is, with at least one there, ends the streams.
+        let everyone_refused = !learners.is_empty()
+            && learners
+                .iter()
+                .all(|learner| state.refused_by.contains_key(learner));
         if everyone_refused {
             // No learner holds the next slot any more (they all moved past it by
             // snapshots): the joined streams cannot continue without a gap, so they end
@@ -636,6 +639,11 @@ impl Feed {
         let id = self.fresh_id();
         state.streams.insert(id, Arc::clone(&queue));
         Some((queue, start))
+    }
+
+    /// How many event streams are open (joined or catching up).
+    pub fn open_streams(&self) -> usize {
+        lock(&self.state).interested
     }
 
     /// The highest applied slot a learner reported.

@@ -70,13 +70,17 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
         }
         None => Subscriptions::in_memory(),
     };
-    let router = api::router_with_subscriptions(cluster, node.to_string(), Arc::new(subscriptions));
+    let subscriptions = Arc::new(subscriptions);
+    let router =
+        api::router_with_subscriptions(cluster, node.to_string(), Arc::clone(&subscriptions));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 // Resolves on a stop signal and when the handle is dropped.
                 let _ = stopped.await;
+                // Event streams never end by themselves; the server waits for them.
+                subscriptions.close_streams();
             })
             .await
     });

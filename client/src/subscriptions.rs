@@ -159,6 +159,14 @@ impl Subscriptions {
             })
     }
 
+    /// Ends every open stream quietly (the service is stopping): their subscriptions stay.
+    pub fn close_streams(&self) {
+        for entry in crate::mailbox::lock(&self.entries).values_mut() {
+            // Receivers of a dropped sender see the channel closed.
+            entry.cancelled = watch::channel(false).0;
+        }
+    }
+
     /// How many subscriptions are held.
     pub fn len(&self) -> usize {
         crate::mailbox::lock(&self.entries).len()
