@@ -123,8 +123,8 @@ pub fn run(options: UpOptions) -> ExitCode {
     }
     let _ = writeln!(
         out,
-        "Client API: http://127.0.0.1:{}  (try: curl -s localhost:{}/status)\nCtrl-C stops the cluster.",
-        options.client_port, options.client_port
+        "Client API: http://127.0.0.1:{}  (try: curl -s localhost:{}/status)\nWeb console: http://127.0.0.1:{}/    CLI: paxos status --endpoint http://127.0.0.1:{}\nCtrl-C stops the cluster.",
+        options.client_port, options.client_port, options.client_port, options.client_port
     );
     drop(out);
     let code = wait_for_signal_or_exit(&mut running);

@@ -401,6 +401,34 @@ mod tests {
     }
 
     #[test]
+    fn history_and_subscription_bounds_have_defaults_and_refuse_zero() {
+        let learner = LearnerConfig::from_lookup(&lookup(&[
+            ("LEARNER_ID", "1"),
+            ("ACCEPTOR_HOSTS", "a:1,b:2,c:3"),
+        ]))
+        .unwrap();
+        assert_eq!(learner.retain_slots, 100_000);
+        let zero = LearnerConfig::from_lookup(&lookup(&[
+            ("LEARNER_ID", "1"),
+            ("ACCEPTOR_HOSTS", "a:1,b:2,c:3"),
+            ("LEARNER_RETAIN_SLOTS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(zero.variable, "LEARNER_RETAIN_SLOTS");
+        let hosts = [("PROPOSER_HOSTS", "p:1"), ("LEARNER_HOSTS", "l:1")];
+        let client = ClientConfig::from_lookup(&lookup(&hosts)).unwrap();
+        assert_eq!(client.subscription_buffer_events, 1024);
+        assert_eq!(client.data_dir, Some(PathBuf::from("paxos-data/client1")));
+        let zero = ClientConfig::from_lookup(&lookup(&[
+            hosts[0],
+            hosts[1],
+            ("SUBSCRIPTION_BUFFER_EVENTS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(zero.variable, "SUBSCRIPTION_BUFFER_EVENTS");
+    }
+
+    #[test]
     fn a_quorum_below_a_majority_is_refused_naming_the_variable() {
         let problem = LearnerConfig::from_lookup(&lookup(&[
             ("LEARNER_ID", "1"),
