@@ -284,9 +284,17 @@ async fn status(State(target): State<Target>) -> Response {
 }
 
 /// `GET http://{address}/health`: Ok with the body on 200, Err with the reason otherwise.
-/// Plain HTTP/1.1 over std, so that `paxos healthcheck` needs no HTTP client library and
-/// no tool in the container image.
 pub fn healthcheck(address: &str, timeout: Duration) -> Result<String, String> {
+    match http_get(address, "/health", timeout)? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("{address}: HTTP {status} {body}")),
+    }
+}
+
+/// `GET http://{address}{path}`: the status code and the body. Plain HTTP/1.1 over std, so
+/// that `paxos healthcheck` and `paxos status` need no HTTP client library and the
+/// container image no tool.
+pub fn http_get(address: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
     let socket_address = std::net::ToSocketAddrs::to_socket_addrs(address)
         .map_err(|error| format!("{address}: {error}"))?
         .next()
@@ -297,7 +305,7 @@ pub fn healthcheck(address: &str, timeout: Duration) -> Result<String, String> {
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|error| error.to_string())?;
-    let request = format!("GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|error| format!("{address}: {error}"))?;
@@ -313,12 +321,7 @@ pub fn healthcheck(address: &str, timeout: Duration) -> Result<String, String> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| format!("{address}: not an HTTP answer: {status_line:?}"))?;
-    let body = body.trim().to_string();
-    if status == 200 {
-        Ok(body)
-    } else {
-        Err(format!("{address}: HTTP {status} {body}"))
-    }
+    Ok((status, body.trim().to_string()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   Ctrl-C or SIGTERM. Started again, it resumes from the data on disk.
 //! - `paxos healthcheck [ADDRESS]` asks a node's `/health` and exits 0 only if it is
 //!   healthy: the healthcheck of a container image that holds nothing but this program.
+//!   `paxos status [ADDRESS]` prints the node's `/status`.
 //!
 //! Every node stops cleanly on SIGTERM or SIGINT (a container's PID 1 gets no default
 //! action for them): the learner syncs its log, the others just close their sockets, since
@@ -57,6 +58,15 @@ enum Command {
     Healthcheck {
         /// host:port of the node's admin listener or client API; default
         /// 127.0.0.1:$ADMIN_PORT, else 127.0.0.1:$CLIENT_PORT, else 127.0.0.1:8000.
+        address: Option<String>,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 3000)]
+        timeout: u64,
+    },
+    /// Print a node's GET /status (its own view: ballot, slots, links, checks); exit 0 if it
+    /// is healthy. `docker compose exec learner2 /paxos status`, for instance.
+    Status {
+        /// host:port, defaulting as for `healthcheck`.
         address: Option<String>,
         /// Milliseconds to wait for the answer.
         #[arg(long, default_value_t = 3000)]
@@ -136,8 +146,9 @@ where
     role.await
 }
 
-fn healthcheck(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
-    let address = address.unwrap_or_else(|| {
+/// The node of this container: 127.0.0.1:$ADMIN_PORT, else :$CLIENT_PORT, else :8000.
+fn local_node_address(address: Option<String>) -> String {
+    address.unwrap_or_else(|| {
         let port = ["ADMIN_PORT", "CLIENT_PORT"]
             .iter()
             .find_map(|name| {
@@ -147,7 +158,30 @@ fn healthcheck(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
             })
             .unwrap_or_else(|| "8000".to_string());
         format!("127.0.0.1:{}", port.trim())
-    });
+    })
+}
+
+fn status(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
+    let address = local_node_address(address);
+    let timeout = Duration::from_millis(timeout_milliseconds);
+    match admin::http_get(&address, "/status", timeout) {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(problem) => {
+            eprintln!("{problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
+    let address = local_node_address(address);
     match admin::healthcheck(&address, Duration::from_millis(timeout_milliseconds)) {
         Ok(body) => {
             println!("{body}");
@@ -209,5 +243,6 @@ fn main() -> ExitCode {
         },
         Command::Up(options) => up::run(options),
         Command::Healthcheck { address, timeout } => healthcheck(address, timeout),
+        Command::Status { address, timeout } => status(address, timeout),
     }
 }

@@ -104,6 +104,14 @@ async fn an_acceptor_reports_its_health_and_turns_unhealthy_when_its_storage_bre
     assert_eq!(status, 200);
     assert_eq!(document["name"], "acceptor1");
     assert_eq!(document["promised_ballot"], "0.0");
+    let output = paxos()
+        .args(["status", &format!("127.0.0.1:{admin_port}")])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["name"], "acceptor1");
+    assert_eq!(printed["checks"]["storage"], "ok");
 
     // The volume vanishes under the running acceptor: it could no longer make a vote durable.
     std::fs::remove_dir_all(&data_dir).unwrap();
