@@ -69,6 +69,9 @@ impl NodePlan {
         let mut command = Command::new(program);
         command
             .arg(self.role.name())
+            // One machine has one ADMIN_PORT: inherited by every node, all but one would
+            // fail to bind it.
+            .env_remove("ADMIN_PORT")
             .envs(self.environment.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null());
         command

@@ -1,5 +1,7 @@
 //! The `paxos` program's library part: how a whole cluster is laid out on one machine, so
-//! that `paxos up` and the integration tests start exactly the same processes.
+//! that `paxos up` and the integration tests start exactly the same processes; and the
+//! admin listener (`/health`, `/status`) each node serves on ADMIN_PORT.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod cluster;

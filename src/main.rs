@@ -7,6 +7,13 @@
 //!   Ctrl-C or SIGTERM. Started again, it resumes from the data on disk.
 //! - `paxos put | get | watch | status` are the command-line client of a running
 //!   cluster's REST API (see `cli`).
+//! - `paxos healthcheck [ADDRESS]` asks a node's `/health` and exits 0 only if it is
+//!   healthy: the healthcheck of a container image that holds nothing but this program.
+//!   `paxos node-status [ADDRESS]` prints the node's own `/status`.
+//!
+//! Every node stops cleanly on SIGTERM or SIGINT (a container's PID 1 gets no default
+//! action for them): the learner syncs its log, the others just close their sockets, since
+//! everything they acknowledged is already durable.
 
 mod cli;
 mod up;
@@ -14,9 +21,16 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 use common::config::{
-    AcceptorConfig, ClientConfig, ConfigError, Environment, LearnerConfig, ProposerConfig,
+    AcceptorConfig, AdminConfig, ClientConfig, ConfigError, Environment, LearnerConfig,
+    ProposerConfig,
 };
+use common::node::NodeId;
+use paxos::admin;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a node may take to stop after SIGTERM before it exits anyway.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +59,25 @@ enum Command {
     Up(up::UpOptions),
     #[command(flatten)]
     Tool(cli::ClientCommand),
+    /// Ask a node's GET /health; exit 0 if it answers 200, 1 otherwise (for container
+    /// healthchecks: the image has no curl).
+    Healthcheck {
+        /// host:port of the node's admin listener or client API; default
+        /// 127.0.0.1:$ADMIN_PORT, else 127.0.0.1:$CLIENT_PORT, else 127.0.0.1:8000.
+        address: Option<String>,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 3000)]
+        timeout: u64,
+    },
+    /// Print a node's GET /status (its own view: ballot, slots, links, checks); exit 0 if it
+    /// is healthy. `docker compose exec learner2 /paxos node-status`, for instance.
+    NodeStatus {
+        /// host:port, defaulting as for `healthcheck`.
+        address: Option<String>,
+        /// Milliseconds to wait for the answer.
+        #[arg(long, default_value_t = 3000)]
+        timeout: u64,
+    },
 }
 
 fn config_failure(error: ConfigError) -> ExitCode {
@@ -60,7 +93,22 @@ where
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    match runtime.block_on(future) {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = future => outcome,
+            signal = termination_signal() => {
+                tracing::info!(signal, "stopping");
+                // The role stops as its future is dropped; never outlive the request.
+                std::thread::spawn(|| {
+                    std::thread::sleep(STOP_GRACE);
+                    eprintln!("did not stop within {STOP_GRACE:?}; exiting");
+                    std::process::exit(1);
+                });
+                Ok(())
+            }
+        }
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -70,20 +118,129 @@ where
     }
 }
 
+/// Resolves with the signal's name on SIGTERM or SIGINT.
+async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot handle SIGTERM and SIGINT; they will kill the node");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
+/// Runs `role` with the admin listener of `node` beside it when ADMIN_PORT is set.
+async fn with_admin<F>(
+    admin: AdminConfig,
+    node: NodeId,
+    listen: String,
+    data_dir: std::path::PathBuf,
+    role: F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if let Some(admin_listen) = admin.listen {
+        let target = admin::Target::new(node, &listen, Some(data_dir))?;
+        admin::start(&admin_listen, target).await?;
+    }
+    role.await
+}
+
+/// The node of this container: 127.0.0.1:$ADMIN_PORT, else :$CLIENT_PORT, else :8000.
+fn local_node_address(address: Option<String>) -> String {
+    address.unwrap_or_else(|| {
+        let port = ["ADMIN_PORT", "CLIENT_PORT"]
+            .iter()
+            .find_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .filter(|port| !port.trim().is_empty())
+            })
+            .unwrap_or_else(|| "8000".to_string());
+        format!("127.0.0.1:{}", port.trim())
+    })
+}
+
+fn status(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
+    let address = local_node_address(address);
+    let timeout = Duration::from_millis(timeout_milliseconds);
+    match admin::http_get(&address, "/status", timeout) {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(problem) => {
+            eprintln!("{problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
+    let address = local_node_address(address);
+    match admin::healthcheck(&address, Duration::from_millis(timeout_milliseconds)) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("unhealthy: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::logging::init();
+    let admin = match &cli.command {
+        Command::Acceptor | Command::Proposer | Command::Learner => {
+            match AdminConfig::from_lookup(&Environment) {
+                Ok(admin) => admin,
+                Err(error) => return config_failure(error),
+            }
+        }
+        _ => AdminConfig { listen: None },
+    };
     match cli.command {
         Command::Acceptor => match AcceptorConfig::from_lookup(&Environment) {
-            Ok(config) => run_role(acceptor::service::run(config)),
+            Ok(config) => run_role(with_admin(
+                admin,
+                NodeId::acceptor(config.id),
+                config.listen.clone(),
+                config.data_dir.clone(),
+                acceptor::service::run(config),
+            )),
             Err(error) => config_failure(error),
         },
         Command::Proposer => match ProposerConfig::from_lookup(&Environment) {
-            Ok(config) => run_role(proposer::service::run(config)),
+            Ok(config) => run_role(with_admin(
+                admin,
+                NodeId::proposer(config.id),
+                config.listen.clone(),
+                config.data_dir.clone(),
+                proposer::service::run(config),
+            )),
             Err(error) => config_failure(error),
         },
         Command::Learner => match LearnerConfig::from_lookup(&Environment) {
-            Ok(config) => run_role(learner::service::run(config)),
+            Ok(config) => run_role(with_admin(
+                admin,
+                NodeId::learner(config.id),
+                config.listen.clone(),
+                config.data_dir.clone(),
+                learner::service::run(config),
+            )),
             Err(error) => config_failure(error),
         },
         Command::Client => match ClientConfig::from_lookup(&Environment) {
@@ -92,5 +249,7 @@ fn main() -> ExitCode {
         },
         Command::Up(options) => up::run(options),
         Command::Tool(command) => cli::run(command),
+        Command::Healthcheck { address, timeout } => healthcheck(address, timeout),
+        Command::NodeStatus { address, timeout } => status(address, timeout),
     }
 }

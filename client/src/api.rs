@@ -435,7 +435,9 @@ pub fn status_json(status: &ClusterStatus) -> JsonValue {
     })
 }
 
-fn node_json(node: &NodeReport) -> JsonValue {
+/// One node's entry in the `/status` document (also the body of a node's own admin
+/// `/status`).
+pub fn node_json(node: &NodeReport) -> JsonValue {
     let name = match node.id {
         Some(id) => format!("{}{id}", node.role.name()),
         None => format!("{}@{}", node.role.name(), node.address),

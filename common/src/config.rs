@@ -375,6 +375,36 @@ impl ClientConfig {
     }
 }
 
+/// The optional admin HTTP listener of an acceptor, proposer or learner, which serves
+/// `GET /health` and `GET /status` about that one node (container healthchecks, load
+/// balancers, operators). Off unless ADMIN_PORT is set: outside containers every node of a
+/// machine would otherwise need a port of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// BIND_ADDRESS and ADMIN_PORT, or None when ADMIN_PORT is unset or empty.
+    pub listen: Option<String>,
+}
+
+impl AdminConfig {
+    /// Reads ADMIN_PORT (and BIND_ADDRESS).
+    pub fn from_lookup(lookup: &dyn Lookup) -> Result<Self, ConfigError> {
+        let port: Option<u16> = match lookup.get("ADMIN_PORT") {
+            Some(text) if !text.trim().is_empty() => Some(parsed(lookup, "ADMIN_PORT", None)?),
+            _ => None,
+        };
+        match port {
+            None => Ok(AdminConfig { listen: None }),
+            Some(0) => Err(error(
+                "ADMIN_PORT",
+                "0 is not a port; leave ADMIN_PORT unset to turn the admin listener off",
+            )),
+            Some(port) => Ok(AdminConfig {
+                listen: Some(format!("{}:{port}", bind_address(lookup)?)),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +496,23 @@ mod tests {
         assert!(timeout
             .to_string()
             .starts_with("invalid configuration: LEADER_TIMEOUT"));
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_unless_admin_port_is_set() {
+        assert_eq!(
+            AdminConfig::from_lookup(&lookup(&[])).unwrap(),
+            AdminConfig { listen: None }
+        );
+        let on = AdminConfig::from_lookup(&lookup(&[
+            ("ADMIN_PORT", "9000"),
+            ("BIND_ADDRESS", "0.0.0.0"),
+        ]))
+        .unwrap();
+        assert_eq!(on.listen.as_deref(), Some("0.0.0.0:9000"));
+        for bad in ["0", "http", "70000"] {
+            let problem = AdminConfig::from_lookup(&lookup(&[("ADMIN_PORT", bad)])).unwrap_err();
+            assert_eq!(problem.variable, "ADMIN_PORT", "{bad}");
+        }
     }
 }

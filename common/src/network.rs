@@ -27,6 +27,15 @@ const CONNECTION_QUEUE_MESSAGES: usize = 1 << 16;
 const WRITE_COALESCE_BYTES: usize = 1 << 20;
 /// How long to wait for the peer's `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer whose kernel acknowledges nothing for this long, neither our data nor keepalive
+/// probes, is gone: the connection is closed and redialled, resolving the peer's name
+/// again. Without it, a peer cut off by a partition, or re-created with a new address,
+/// leaves a half-open connection that swallows every message until the kernel gives up
+/// retransmitting (about 15 minutes). A merely slow or paused process is unaffected while
+/// its kernel still acknowledges (until its receive buffer fills).
+const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle time before the first keepalive probe, and the time between probes.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
 
 /// What the network hands to the node.
 #[derive(Debug)]
@@ -216,6 +225,7 @@ impl Network {
 
     async fn run_connection(&self, stream: TcpStream, peer_index: Option<usize>) -> io::Result<()> {
         stream.set_nodelay(true)?;
+        detect_silent_peer(&stream)?;
         let (read_half, mut write_half) = stream.into_split();
         let mut reader = BufReader::with_capacity(1 << 16, read_half);
         let mut hello = Vec::new();
@@ -285,6 +295,23 @@ impl Network {
             Err(result)
         }
     }
+}
+
+/// Makes the kernel close the connection once the peer has acknowledged nothing for
+/// [`PEER_SILENCE_TIMEOUT`]: keepalive probes while idle, a user timeout while sending.
+fn detect_silent_peer(stream: &TcpStream) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_IDLE)
+            .with_retries(
+                (PEER_SILENCE_TIMEOUT.as_secs() / KEEPALIVE_IDLE.as_secs()).max(1) as u32,
+            ),
+    )?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(PEER_SILENCE_TIMEOUT))?;
+    Ok(())
 }
 
 async fn write_loop(
