@@ -6,7 +6,8 @@
 #   2. kill -9 acceptor1: writes continue
 #   3. kill -9 the leading proposer: the other takes over (time without a leader)
 #   4. stop learner2, write 1,000 keys, start it: it catches up (how long, how fast)
-#   5. disconnect acceptor3 from the network: writes continue; reconnected, it votes again
+#   5. disconnect acceptor3 from the network: writes continue; reconnected (at a new address
+#      if Docker gives one), it votes again
 #   6. pause the leader: a new leader is elected; after unpause no split brain (a history
 #      of concurrent writes and strong reads, recorded throughout, is linearizable)
 #   7. docker compose down, then up with the volumes kept: every acknowledged write is there
@@ -43,6 +44,7 @@ WORK="$(mktemp -d -t paxos-drills.XXXXXX)"
 ACKNOWLEDGED="$WORK/acknowledged"   # "key value" of every acknowledged write
 : >"$ACKNOWLEDGED"
 SUMMARY=()
+SQUATTER=""   # drill 5's stand-in container, not part of the compose project
 FAILED=1
 
 if docker compose version >/dev/null 2>&1; then
@@ -78,6 +80,7 @@ cleanup() {
     echo "---- last log lines"
     compose logs --no-color --tail 30 2>&1 | tail -n 150
   fi
+  [ -n "$SQUATTER" ] && docker rm -f "$SQUATTER" >/dev/null 2>&1
   # A paused container cannot be stopped; a disconnected one is removed with the rest.
   for id in $(compose ps -q 2>/dev/null); do
     [ "$(docker inspect -f '{{.State.Paused}}' "$id" 2>/dev/null)" = true ] && docker unpause "$id" >/dev/null
@@ -294,6 +297,8 @@ passed "learner catch-up" "$CATCH_UP_KEYS keys written in ${write_seconds} s whi
 log "drill 5: disconnect acceptor3 from the network for ${PARTITION_SECONDS} s"
 acceptor3="$(container acceptor3)"
 network="$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}' "$acceptor3" | awk '{print $1}')"
+address() { docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$1"; }
+address_before="$(address "$acceptor3")"
 docker network disconnect "$network" "$acceptor3"
 started=$(now_ms)
 write_many partitioned 50 4
@@ -303,15 +308,24 @@ remaining=$((PARTITION_SECONDS * 1000 - ($(now_ms) - started)))
 acceptor3_cut_off() { [ "$(node_field acceptor3 healthy)" = false ]; }
 wait_until 10 "the client API to see acceptor3 cut off" acceptor3_cut_off
 slot_at_reconnect="$(cluster_status | jq -r '[.nodes[] | select(.role == "acceptor") | .accepted_slot_max // 0] | max')"
+# A stand-in holds acceptor3's old address (Docker usually hands it out next) while
+# acceptor3 reconnects, so that it comes back at a new address, as a re-created container
+# would, and the old address is left unused: connections to it get no answer at all, not
+# even a reset, and only the nodes' 5 s silence timeout closes them.
+SQUATTER="$(docker run -d --network "$network" -e PROPOSER_HOSTS=127.0.0.1:1 \
+  -e LEARNER_HOSTS=127.0.0.1:1 -e LOG_LEVEL=error "$PAXOS_IMAGE" client)"
 docker network connect --alias acceptor3 "$network" "$acceptor3"
 reconnected=$(now_ms)
+address_after="$(address "$acceptor3")"
+docker rm -f "$SQUATTER" >/dev/null && SQUATTER=""
+if [ "$address_after" = "$address_before" ]; then moved="at the same address"; else moved="at a new address"; fi
 votes_again() {
   write "after-partition-$RANDOM$RANDOM$RANDOM" v 5 >/dev/null || return 1
   [ "$(own_field "$acceptor3" accepted_slot_max)" -gt "$slot_at_reconnect" ] 2>/dev/null
 }
 wait_until 60 "acceptor3 to vote again" votes_again
 rejoin=$(seconds_since "$reconnected")
-passed "acceptor3 partitioned" "50 writes acknowledged in $elapsed s while acceptor3 was cut off; reconnected, it voted on new slots after ${rejoin} s"
+passed "acceptor3 partitioned" "50 writes acknowledged in $elapsed s while acceptor3 was cut off; reconnected $moved, it voted on new slots after ${rejoin} s"
 
 # --- 6. pause the leader -------------------------------------------------------------------
 log "drill 6: pause the leader while 4 clients write and read strongly for ${HISTORY_SECONDS} s"
