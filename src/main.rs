@@ -39,6 +39,8 @@ enum Command {
     Client,
     /// Start the whole default cluster on 127.0.0.1 and stop it on Ctrl-C or SIGTERM.
     Up(up::UpOptions),
+    /// Load the client API (or etcd's JSON gateway) and report throughput and latency.
+    Bench(paxos::bench::BenchOptions),
 }
 
 fn config_failure(error: ConfigError) -> ExitCode {
@@ -85,5 +87,6 @@ fn main() -> ExitCode {
             Err(error) => config_failure(error),
         },
         Command::Up(options) => up::run(options),
+        Command::Bench(options) => paxos::bench::run(options),
     }
 }
