@@ -214,6 +214,9 @@ fn handle_event(
     }
 }
 
+/// Carries out `effects` in order. Messages are queued and written together at the end
+/// (one write per peer for the whole batch); a `PersistRound` is durable before any
+/// message queued after it is written.
 fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
@@ -224,9 +227,10 @@ fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>
                 }
             }
             Effect::Send { to, message } => {
-                network.send(to, message);
+                network.queue(to, &message);
             }
-            Effect::Broadcast { role, message } => network.broadcast(role, &message),
+            Effect::Broadcast { role, message } => network.queue_broadcast_to(role, &message),
         }
     }
+    network.flush();
 }
