@@ -4,14 +4,14 @@
 use crate::core::{Effect, Proposer, ProposerOptions};
 use anyhow::Context;
 use common::config::ProposerConfig;
+use common::inbox::Inbox;
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, Network};
-use common::node::NodeId;
+use common::node::{NodeId, Role};
 use common::wal::Wal;
 use common::TICK_MILLISECONDS;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     );
     options.seed = rand::random();
     let me = NodeId::proposer(config.id);
-    let (sender, inbox) = mpsc::channel::<Inbound>();
+    let inbox = Arc::new(Inbox::<Inbound>::new());
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -113,9 +113,10 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         .chain(&config.proposer_hosts)
         .cloned()
         .collect();
-    let handler = Arc::new(move |event| {
-        let _ = sender.send(event);
-    });
+    let handler = {
+        let inbox = Arc::clone(&inbox);
+        Arc::new(move |event| inbox.push(event))
+    };
     let (network, bound) = Network::start(me, Some(listen), &peers, handler)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -146,7 +147,7 @@ const MAX_BATCH_MESSAGES: usize = 4096;
 
 fn drive(
     mut proposer: Proposer,
-    inbox: mpsc::Receiver<Inbound>,
+    inbox: Arc<Inbox<Inbound>>,
     network: Network,
     round_store: &mut RoundStore,
     stop: &AtomicBool,
@@ -154,18 +155,13 @@ fn drive(
     let tick = Duration::from_millis(TICK_MILLISECONDS);
     let mut next_tick = Instant::now() + tick;
     let mut was_leader = false;
+    let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
     while !stop.load(Ordering::Relaxed) {
         let mut effects = Vec::new();
         let wait = next_tick.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(wait) {
-            Ok(event) => {
-                handle_event(&mut proposer, &network, event, &mut effects);
-                for event in inbox.try_iter().take(MAX_BATCH_MESSAGES) {
-                    handle_event(&mut proposer, &network, event, &mut effects);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        inbox.take(&mut batch, MAX_BATCH_MESSAGES, wait);
+        for event in batch.drain(..) {
+            handle_event(&mut proposer, &network, event, &mut effects);
         }
         let now = Instant::now();
         let mut ticks = 0;
@@ -186,6 +182,7 @@ fn drive(
             }
         }
     }
+    inbox.close();
 }
 
 fn handle_event(
@@ -227,7 +224,22 @@ fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>
                 }
             }
             Effect::Send { to, message } => {
-                network.queue(to, &message);
+                // The answer to a write a follower forwarded goes back through that
+                // follower, which only relays it to the client API. When this proposer is
+                // connected to that client API too (it always is in the usual topology),
+                // the answer goes there directly: one hop less, and the client API learns
+                // which proposer really leads, so its next writes skip the follower.
+                let direct = match &message {
+                    Message::WriteDecided { client, .. } | Message::WriteRefused { client, .. }
+                        if to.role == Role::Proposer =>
+                    {
+                        network.queue(*client, &message)
+                    }
+                    _ => false,
+                };
+                if !direct {
+                    network.queue(to, &message);
+                }
             }
             Effect::Broadcast { role, message } => network.queue_broadcast_to(role, &message),
         }
