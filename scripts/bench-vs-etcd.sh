@@ -34,8 +34,8 @@ ETCD_BIN=${ETCD_BIN:-etcd}
 ONLY=${ONLY:-}
 ETCD_CLIENT_PORTS=(23791 23792 23793)
 ETCD_PEER_PORTS=(23801 23802 23803)
-PAXOS_BASE_PORT=${PAXOS_BASE_PORT:-17000}
-PAXOS_CLIENT_PORT=${PAXOS_CLIENT_PORT:-18000}
+PAXOS_BASE_PORT=${PAXOS_BASE_PORT:-17600}
+PAXOS_CLIENT_PORT=${PAXOS_CLIENT_PORT:-17900}
 
 mkdir -p "$RESULTS_DIR" "$WORK_DIR"
 STARTED_PIDS=()
@@ -53,6 +53,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     STARTED_PIDS=()
+    cp "$WORK_DIR"/*.log "$RESULTS_DIR"/ 2>/dev/null || true
     rm -rf "$WORK_DIR"
 }
 trap cleanup EXIT
@@ -123,7 +124,20 @@ run_loads() {
     done
 }
 
+# ports_free PORT...: fails, naming the port, if anything already listens on one of them
+# (benchmarking someone else's server by mistake would be worse than stopping).
+ports_free() {
+    local port
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port $port is already in use on 127.0.0.1; choose other ports" >&2
+            exit 1
+        fi
+    done
+}
+
 start_etcd() {
+    ports_free "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}"
     local cluster="" index
     for index in 0 1 2; do
         cluster+="${cluster:+,}etcd$((index + 1))=http://127.0.0.1:${ETCD_PEER_PORTS[$index]}"
@@ -153,6 +167,9 @@ start_etcd() {
 }
 
 start_paxos() {
+    ports_free "$PAXOS_CLIENT_PORT" $((PAXOS_BASE_PORT + 1)) $((PAXOS_BASE_PORT + 2)) \
+        $((PAXOS_BASE_PORT + 3)) $((PAXOS_BASE_PORT + 101)) $((PAXOS_BASE_PORT + 102)) \
+        $((PAXOS_BASE_PORT + 201)) $((PAXOS_BASE_PORT + 202))
     "$PAXOS_BIN" up --data-dir "$WORK_DIR/paxos" --base-port "$PAXOS_BASE_PORT" \
         --client-port "$PAXOS_CLIENT_PORT" >"$WORK_DIR/paxos.log" 2>&1 &
     STARTED_PIDS+=($!)
