@@ -101,7 +101,10 @@ async fn recover(config: &AcceptorConfig) -> anyhow::Result<(Acceptor, Storage)>
         .await
         .context("opening the acceptor's log")?;
     match opened {
-        Ok((storage, records)) => Ok((Acceptor::recover(config.id, records), storage)),
+        Ok((mut storage, records)) => {
+            storage.stagger_compaction(config.id);
+            Ok((Acceptor::recover(config.id, records), storage))
+        }
         Err(error) => {
             tracing::error!(%error, "cannot recover the acceptor's state; refusing to start");
             Err(anyhow::Error::new(error).context(format!(
