@@ -15,13 +15,12 @@ use crate::core::{Acceptor, Effect};
 use crate::storage::Storage;
 use anyhow::Context;
 use common::config::AcceptorConfig;
-use common::inbox::Inbox;
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, InboundHandler, Network};
 use common::node::{NodeId, Role};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,12 +47,11 @@ pub async fn start(config: AcceptorConfig) -> anyhow::Result<Handle> {
         .parse()
         .with_context(|| format!("acceptor listen address {:?} is not ip:port", config.listen))?;
     let (acceptor, storage) = recover(&config).await?;
-    let inbox = Arc::new(Inbox::new());
-    let handler: InboundHandler = {
-        let inbox = Arc::clone(&inbox);
-        // Dropped once the driver has stopped, when nothing needs the event.
-        Arc::new(move |event| inbox.push(event))
-    };
+    let (sender, receiver) = mpsc::channel();
+    let handler: InboundHandler = Arc::new(move |event| {
+        // Fails only once the driver has stopped, when nothing needs the event.
+        let _ = sender.send(event);
+    });
     let (runtime, network, address) = start_network(me, listen, handler).await?;
     tracing::info!(
         acceptor = config.id,
@@ -78,7 +76,7 @@ pub async fn start(config: AcceptorConfig) -> anyhow::Result<Handle> {
         acceptor,
         storage,
         network,
-        inbound: inbox,
+        inbound: receiver,
         stop: stop.clone(),
     };
     let driver = std::thread::Builder::new()
@@ -235,7 +233,7 @@ struct Driver {
     acceptor: Acceptor,
     storage: Storage,
     network: Network,
-    inbound: Arc<Inbox<Inbound>>,
+    inbound: mpsc::Receiver<Inbound>,
     stop: Arc<AtomicBool>,
 }
 
@@ -252,12 +250,19 @@ impl Driver {
         let tick = Duration::from_millis(common::TICK_MILLISECONDS);
         let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
         while !self.stop.load(Ordering::Acquire) {
-            if self.inbound.take(&mut batch, BATCH_MESSAGES_MAX, tick) == 0 {
-                continue;
+            match self.inbound.recv_timeout(tick) {
+                Ok(event) => batch.push(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH_MESSAGES_MAX {
+                match self.inbound.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
             }
             self.handle_batch(&mut batch);
         }
-        self.inbound.close();
         tracing::debug!(node = %self.me, "acceptor driver stopped");
     }
 

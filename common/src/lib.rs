@@ -5,7 +5,7 @@
 //!
 //! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
 //! pure modules here ([`ballot`], [`node`], [`value`], [`message`]); the I/O modules
-//! ([`network`], [`inbox`], [`wal`], [`logging`]) belong to the services.
+//! ([`network`], [`wal`], [`logging`]) belong to the services.
 //!
 //! ```
 //! use common::ballot::Ballot;
@@ -18,7 +18,6 @@
 
 pub mod ballot;
 pub mod config;
-pub mod inbox;
 pub mod linearizability;
 pub mod logging;
 pub mod message;

@@ -14,7 +14,6 @@
 use crate::core::{Effect, Learner, LearnerOptions};
 use anyhow::{anyhow, Context};
 use common::config::LearnerConfig;
-use common::inbox::Inbox;
 use common::message::{DecidedEntry, Message, NodeStatus};
 use common::network::{Inbound, InboundHandler, Network};
 use common::node::NodeId;
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 pub const WAL_FILE_NAME: &str = "learner.wal";
 /// The longest a written log record waits for `fdatasync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// Inbound events handled per batch.
+/// Inbound events handled per batch, after the one that woke the driver.
 const MAX_BATCH_EVENTS: usize = 4096;
 
 /// One record of the learner's log.
@@ -114,11 +113,10 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         driver: None,
         network_runtime: Some(network_runtime),
     };
-    let inbox = Arc::new(Inbox::new());
-    let handler: InboundHandler = {
-        let inbox = Arc::clone(&inbox);
-        Arc::new(move |event| inbox.push(event)) // dropped once the driver has stopped
-    };
+    let (sender, receiver) = mpsc::channel();
+    let handler: InboundHandler = Arc::new(move |event| {
+        let _ = sender.send(event); // fails only once the driver has stopped
+    });
     let peers: Vec<String> = [
         &config.acceptor_hosts,
         &config.proposer_hosts,
@@ -143,7 +141,7 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         core,
         wal,
         network,
-        inbox,
+        receiver,
         stop: handle.stop.clone(),
         unsynced_since: None,
     };
@@ -202,7 +200,7 @@ struct Driver {
     core: Learner,
     wal: Wal,
     network: Network,
-    inbox: Arc<Inbox<Inbound>>,
+    receiver: mpsc::Receiver<Inbound>,
     stop: Arc<AtomicBool>,
     /// When the oldest record written but not yet synced was written.
     unsynced_since: Option<Instant>,
@@ -212,13 +210,21 @@ impl Driver {
     fn run(mut self) {
         let tick = Duration::from_millis(common::TICK_MILLISECONDS);
         let mut next_tick = Instant::now() + tick;
-        let mut batch = Vec::with_capacity(MAX_BATCH_EVENTS);
         while !self.stop.load(Ordering::Relaxed) {
             let mut effects = Vec::new();
             let wait = next_tick.saturating_duration_since(Instant::now());
-            self.inbox.take(&mut batch, MAX_BATCH_EVENTS, wait);
-            for event in batch.drain(..) {
-                self.handle_event(event, &mut effects);
+            match self.receiver.recv_timeout(wait) {
+                Ok(event) => {
+                    self.handle_event(event, &mut effects);
+                    for _ in 0..MAX_BATCH_EVENTS {
+                        match self.receiver.try_recv() {
+                            Ok(event) => self.handle_event(event, &mut effects),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -228,7 +234,6 @@ impl Driver {
             }
             self.execute(effects);
         }
-        self.inbox.close();
         if let Err(error) = self.wal.sync() {
             fatal("sync", self.wal.path().to_path_buf(), error);
         }

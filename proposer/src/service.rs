@@ -4,7 +4,6 @@
 use crate::core::{Effect, Proposer, ProposerOptions};
 use anyhow::Context;
 use common::config::ProposerConfig;
-use common::inbox::Inbox;
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, Network};
 use common::node::{NodeId, Role};
@@ -12,6 +11,7 @@ use common::wal::Wal;
 use common::TICK_MILLISECONDS;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -101,7 +101,7 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     );
     options.seed = rand::random();
     let me = NodeId::proposer(config.id);
-    let inbox = Arc::new(Inbox::<Inbound>::new());
+    let (sender, inbox) = mpsc::channel::<Inbound>();
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -113,10 +113,9 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         .chain(&config.proposer_hosts)
         .cloned()
         .collect();
-    let handler = {
-        let inbox = Arc::clone(&inbox);
-        Arc::new(move |event| inbox.push(event))
-    };
+    let handler = Arc::new(move |event| {
+        let _ = sender.send(event);
+    });
     let (network, bound) = Network::start(me, Some(listen), &peers, handler)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -147,7 +146,7 @@ const MAX_BATCH_MESSAGES: usize = 4096;
 
 fn drive(
     mut proposer: Proposer,
-    inbox: Arc<Inbox<Inbound>>,
+    inbox: mpsc::Receiver<Inbound>,
     network: Network,
     round_store: &mut RoundStore,
     stop: &AtomicBool,
@@ -155,13 +154,18 @@ fn drive(
     let tick = Duration::from_millis(TICK_MILLISECONDS);
     let mut next_tick = Instant::now() + tick;
     let mut was_leader = false;
-    let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
     while !stop.load(Ordering::Relaxed) {
         let mut effects = Vec::new();
         let wait = next_tick.saturating_duration_since(Instant::now());
-        inbox.take(&mut batch, MAX_BATCH_MESSAGES, wait);
-        for event in batch.drain(..) {
-            handle_event(&mut proposer, &network, event, &mut effects);
+        match inbox.recv_timeout(wait) {
+            Ok(event) => {
+                handle_event(&mut proposer, &network, event, &mut effects);
+                for event in inbox.try_iter().take(MAX_BATCH_MESSAGES) {
+                    handle_event(&mut proposer, &network, event, &mut effects);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
         let mut ticks = 0;
@@ -182,7 +186,6 @@ fn drive(
             }
         }
     }
-    inbox.close();
 }
 
 fn handle_event(
