@@ -128,6 +128,10 @@ impl Outbox {
         let mut failed = false;
         while written < bytes.len() {
             match self.socket.try_write(&bytes[written..]) {
+                Ok(0) => {
+                    failed = true; // a socket that takes nothing will never take more
+                    break;
+                }
                 Ok(count) => written += count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
@@ -506,6 +510,7 @@ async fn write_all(socket: &tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> io
     while written < bytes.len() {
         socket.writable().await?;
         match socket.try_write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(count) => written += count,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
             Err(error) => return Err(error),
