@@ -99,7 +99,10 @@ async fn recover(config: &AcceptorConfig) -> anyhow::Result<(Acceptor, Storage)>
         .await
         .context("opening the acceptor's log")?;
     match opened {
-        Ok((storage, records)) => Ok((Acceptor::recover(config.id, records), storage)),
+        Ok((mut storage, records)) => {
+            storage.stagger_compaction(config.id);
+            Ok((Acceptor::recover(config.id, records), storage))
+        }
         Err(error) => {
             tracing::error!(%error, "cannot recover the acceptor's state; refusing to start");
             Err(anyhow::Error::new(error).context(format!(
@@ -275,14 +278,25 @@ impl Driver {
                 fatal("syncing the log", &error);
             }
         }
+        // Votes for the learners leave as one AcceptedValues per batch (the learners count
+        // entries, not messages), and every peer gets its messages in one write.
+        let mut votes = Vec::new();
         for message in outgoing {
             match message {
                 Outgoing::To(node, message) => {
-                    self.network.send(node, message);
+                    self.network.queue(node, &message);
                 }
-                Outgoing::Learners(message) => self.network.broadcast(Role::Learner, &message),
+                Outgoing::Learners(Message::AcceptedValues { entries }) => votes.extend(entries),
+                Outgoing::Learners(message) => {
+                    self.network.queue_broadcast_to(Role::Learner, &message)
+                }
             }
         }
+        if !votes.is_empty() {
+            let message = Message::AcceptedValues { entries: votes };
+            self.network.queue_broadcast_to(Role::Learner, &message);
+        }
+        self.network.flush();
         if persisted_records > 0 {
             self.compact_if_needed();
         }

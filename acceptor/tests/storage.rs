@@ -188,3 +188,38 @@ fn damage_before_the_tail_is_corruption_not_a_fresh_start() {
     );
     assert!(error.to_string().contains("corrupt"), "{error}");
 }
+
+#[test]
+fn the_acceptors_of_a_cluster_compact_at_different_sizes() {
+    // Three acceptors fed the same votes: with equal thresholds they would all rewrite
+    // their logs at the same moment and no quorum would answer meanwhile.
+    let mut first_compaction_sizes = Vec::new();
+    let mut second_compaction_sizes = Vec::new();
+    for id in 1..=3 {
+        let directory = tempfile::tempdir().unwrap();
+        let (mut storage, _) = Storage::open(directory.path()).unwrap();
+        storage.set_compaction_minimum_bytes(16 * 1024);
+        storage.stagger_compaction(id);
+        let mut acceptor = Acceptor::new(id);
+        let mut compactions = Vec::new();
+        let mut slot = 1;
+        while compactions.len() < 2 {
+            handle_durably(&mut acceptor, &mut storage, accept(1, slot));
+            let length = storage.length_bytes();
+            if storage.compact_if_needed(&acceptor).unwrap() {
+                compactions.push(length);
+            }
+            slot += 1;
+        }
+        first_compaction_sizes.push(compactions[0]);
+        second_compaction_sizes.push(compactions[1]);
+    }
+    for sizes in [&first_compaction_sizes, &second_compaction_sizes] {
+        assert!(
+            sizes[0] < sizes[1] && sizes[1] < sizes[2],
+            "staggered compaction sizes: {sizes:?}"
+        );
+    }
+    // Acceptor 1 keeps the usual rule: the minimum, then twice the compacted size.
+    assert!(first_compaction_sizes[0] > 16 * 1024 && first_compaction_sizes[0] < 17 * 1024);
+}

@@ -5,8 +5,15 @@
 //! message is addressed to a [`NodeId`], whichever side opened the connection. Messages
 //! to a node that is not connected are dropped: the protocols tolerate loss (proposers
 //! retransmit, learners fill gaps, clients retry), and dropping keeps a dead peer from
-//! growing memory. Each connection has one writer task that coalesces queued messages into
-//! one `write` call, so a burst of small messages costs one system call.
+//! growing memory.
+//!
+//! Sending costs no thread switch: a message is encoded into its connection's outbox and
+//! written by the sending thread itself with a non-blocking `write` (a driver thread queues
+//! every message of a batch with [`Network::queue`] and writes them with one
+//! [`Network::flush`], so a burst of messages to one peer costs one system call). Only when
+//! the socket is full does the connection's writer task take over the outbox and wait for
+//! room; it then writes everything queued meanwhile in one call. A broadcast encodes its
+//! message once for every receiver.
 
 use crate::message::{Message, PeerStatus};
 use crate::node::{NodeId, Role};
@@ -19,12 +26,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
-/// Queued messages per connection before further ones are dropped.
-const CONNECTION_QUEUE_MESSAGES: usize = 1 << 16;
-/// A connection's writer sends at most this many bytes per system call.
-const WRITE_COALESCE_BYTES: usize = 1 << 20;
+/// Bytes queued per connection before further messages are dropped (a peer that stopped
+/// reading must not grow our memory without bound).
+const OUTBOX_LIMIT_BYTES: usize = 256 << 20;
+/// An idle outbox keeps at most this much buffer capacity.
+const OUTBOX_KEPT_CAPACITY_BYTES: usize = 1 << 20;
 /// How long to wait for the peer's `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A peer whose kernel acknowledges nothing for this long, neither our data nor keepalive
@@ -54,13 +61,128 @@ pub type InboundHandler = Arc<dyn Fn(Inbound) + Send + Sync>;
 struct Route {
     connection_id: u64,
     outbound: bool,
-    sender: mpsc::Sender<Message>,
+    outbox: Arc<Outbox>,
 }
 
 #[derive(Default)]
 struct Shared {
     routes: HashMap<NodeId, Vec<Route>>,
     peers: Vec<PeerStatus>,
+}
+
+/// The bytes waiting to go out on one connection, and who may write them.
+///
+/// At most one party writes to the socket at a time, so frames never interleave: the
+/// thread that finds the outbox idle writes it directly (non-blocking); if the socket
+/// cannot take everything, the rest stays in `pending` and the connection's writer task
+/// becomes the writer until the outbox is empty again.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Wakes the writer task when it must take over.
+    writer_needed: tokio::sync::Notify,
+    socket: tokio::net::tcp::OwnedWriteHalf,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    /// Encoded frames not yet written, in order.
+    pending: Vec<u8>,
+    /// Someone is writing (a sender, or the writer task): others only append.
+    writing: bool,
+    /// The socket failed: the connection is closing and nothing more is accepted.
+    closed: bool,
+}
+
+impl Outbox {
+    fn new(socket: tokio::net::tcp::OwnedWriteHalf) -> Outbox {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            writer_needed: tokio::sync::Notify::new(),
+            socket,
+        }
+    }
+
+    /// Appends already-encoded frames; false if the connection closed or the outbox is full.
+    fn append(&self, frames: &[u8]) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if state.closed || state.pending.len() + frames.len() > OUTBOX_LIMIT_BYTES {
+            return false;
+        }
+        state.pending.extend_from_slice(frames);
+        true
+    }
+
+    /// Appends one message, encoded.
+    fn append_message(&self, message: &Message) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if state.closed || state.pending.len() > OUTBOX_LIMIT_BYTES {
+            return false;
+        }
+        encode_frame(message, &mut state.pending);
+        true
+    }
+
+    /// Writes what is pending from this thread, without blocking; hands any rest to the
+    /// writer task. Does nothing if someone else is writing (they will write it).
+    fn flush(&self) {
+        let mut bytes = {
+            let mut state = self.state.lock().unwrap();
+            if state.writing || state.closed || state.pending.is_empty() {
+                return;
+            }
+            state.writing = true;
+            std::mem::take(&mut state.pending)
+        };
+        let mut written = 0;
+        let mut failed = false;
+        while written < bytes.len() {
+            match self.socket.try_write(&bytes[written..]) {
+                Ok(0) => {
+                    failed = true; // a socket that takes nothing will never take more
+                    break;
+                }
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::debug!(%error, "write failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let mut state = self.state.lock().unwrap();
+        if failed {
+            state.closed = true;
+            state.writing = false;
+            state.pending = Vec::new();
+            return;
+        }
+        if written < bytes.len() {
+            // The socket is full: the rest goes first, then what others appended meanwhile.
+            bytes.drain(..written);
+            bytes.extend_from_slice(&state.pending);
+            state.pending = bytes;
+            drop(state);
+            self.writer_needed.notify_one();
+        } else if !state.pending.is_empty() {
+            // Others appended while we wrote: the writer task writes it, so that this
+            // thread does not loop on behalf of everyone.
+            drop(state);
+            self.writer_needed.notify_one();
+        } else {
+            state.writing = false;
+            if bytes.capacity() <= OUTBOX_KEPT_CAPACITY_BYTES {
+                bytes.clear();
+                state.pending = bytes; // keep the allocation for the next frames
+            }
+        }
+    }
+
+    fn close(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.closed = true;
+        state.pending = Vec::new();
+    }
 }
 
 /// A handle on the node's network; cheap to clone.
@@ -70,6 +192,8 @@ pub struct Network {
     shared: Arc<Mutex<Shared>>,
     handler: InboundHandler,
     next_connection_id: Arc<AtomicU64>,
+    /// Outboxes with messages queued since the last flush.
+    dirty: Arc<Mutex<Vec<Arc<Outbox>>>>,
 }
 
 impl Network {
@@ -86,6 +210,7 @@ impl Network {
             shared: Arc::new(Mutex::new(Shared::default())),
             handler,
             next_connection_id: Arc::new(AtomicU64::new(1)),
+            dirty: Arc::new(Mutex::new(Vec::new())),
         };
         let bound = match listen {
             Some(address) => {
@@ -125,30 +250,95 @@ impl Network {
         self.me
     }
 
-    /// Sends `message` to `to`; returns false (and drops it) if `to` is not connected or
-    /// its queue is full.
+    /// The outbox of the connection that carries messages to `to`: the one we opened if
+    /// any, else the one `to` opened.
+    fn outbox(&self, to: NodeId) -> Option<Arc<Outbox>> {
+        let shared = self.shared.lock().unwrap();
+        let routes = shared.routes.get(&to)?;
+        routes
+            .iter()
+            .find(|route| route.outbound)
+            .or_else(|| routes.first())
+            .map(|route| Arc::clone(&route.outbox))
+    }
+
+    /// The outboxes of every connected node of `role`, in node order.
+    fn outboxes(&self, role: Role) -> Vec<Arc<Outbox>> {
+        self.connected_nodes(role)
+            .into_iter()
+            .filter_map(|node| self.outbox(node))
+            .collect()
+    }
+
+    /// Sends `message` to `to` now; returns false (and drops it) if `to` is not connected
+    /// or its outbox is full.
     pub fn send(&self, to: NodeId, message: Message) -> bool {
-        let sender = {
-            let shared = self.shared.lock().unwrap();
-            match shared.routes.get(&to) {
-                Some(routes) => routes
-                    .iter()
-                    .find(|route| route.outbound)
-                    .or_else(|| routes.first())
-                    .map(|route| route.sender.clone()),
-                None => None,
+        match self.outbox(to) {
+            Some(outbox) => {
+                let queued = outbox.append_message(&message);
+                outbox.flush();
+                queued
             }
-        };
-        match sender {
-            Some(sender) => sender.try_send(message).is_ok(),
             None => false,
         }
     }
 
     /// Sends `message` to every connected node of `role`.
     pub fn broadcast(&self, role: Role, message: &Message) {
-        for node in self.connected_nodes(role) {
-            self.send(node, message.clone());
+        let outboxes = self.queue_broadcast(role, message);
+        for outbox in outboxes {
+            outbox.flush();
+        }
+    }
+
+    /// Queues `message` for `to` without writing it yet: it leaves at the next
+    /// [`Network::flush`] (or earlier, if the connection's writer is busy). For a driver
+    /// that sends many messages per batch, so that each peer gets them in one write.
+    /// Returns false (and drops it) like [`Network::send`].
+    pub fn queue(&self, to: NodeId, message: &Message) -> bool {
+        match self.outbox(to) {
+            Some(outbox) => {
+                let queued = outbox.append_message(message);
+                self.mark_dirty(outbox);
+                queued
+            }
+            None => false,
+        }
+    }
+
+    /// Queues `message` for every connected node of `role`, encoded once; it leaves at the
+    /// next [`Network::flush`].
+    pub fn queue_broadcast_to(&self, role: Role, message: &Message) {
+        for outbox in self.queue_broadcast(role, message) {
+            self.mark_dirty(outbox);
+        }
+    }
+
+    /// Writes everything queued with [`Network::queue`] since the last flush.
+    pub fn flush(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap());
+        for outbox in dirty {
+            outbox.flush();
+        }
+    }
+
+    fn queue_broadcast(&self, role: Role, message: &Message) -> Vec<Arc<Outbox>> {
+        let outboxes = self.outboxes(role);
+        if outboxes.is_empty() {
+            return outboxes;
+        }
+        let mut frame = Vec::new();
+        encode_frame(message, &mut frame);
+        outboxes
+            .into_iter()
+            .filter(|outbox| outbox.append(&frame))
+            .collect()
+    }
+
+    fn mark_dirty(&self, outbox: Arc<Outbox>) {
+        let mut dirty = self.dirty.lock().unwrap();
+        if !dirty.iter().any(|known| Arc::ptr_eq(known, &outbox)) {
+            dirty.push(outbox);
         }
     }
 
@@ -250,14 +440,14 @@ impl Network {
             ));
         }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::channel(CONNECTION_QUEUE_MESSAGES);
+        let outbox = Arc::new(Outbox::new(write_half));
         let first_route = {
             let mut shared = self.shared.lock().unwrap();
             let routes = shared.routes.entry(remote).or_default();
             routes.push(Route {
                 connection_id,
                 outbound: peer_index.is_some(),
-                sender,
+                outbox: Arc::clone(&outbox),
             });
             routes.len() == 1
         };
@@ -268,7 +458,7 @@ impl Network {
         if first_route {
             (self.handler)(Inbound::Connected(remote));
         }
-        let writer = tokio::spawn(write_loop(write_half, receiver));
+        let writer = tokio::spawn(write_loop(Arc::clone(&outbox)));
         let result = loop {
             match read_frame(&mut reader).await {
                 Ok(message) => (self.handler)(Inbound::Message(remote, message)),
@@ -276,6 +466,7 @@ impl Network {
             }
         };
         writer.abort();
+        outbox.close();
         let last_route = {
             let mut shared = self.shared.lock().unwrap();
             let routes = shared.routes.entry(remote).or_default();
@@ -314,28 +505,45 @@ fn detect_silent_peer(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-async fn write_loop(
-    mut write_half: tokio::net::tcp::OwnedWriteHalf,
-    mut receiver: mpsc::Receiver<Message>,
-) {
-    let mut buffer = Vec::with_capacity(1 << 16);
-    while let Some(message) = receiver.recv().await {
-        encode_frame(&message, &mut buffer);
-        while buffer.len() < WRITE_COALESCE_BYTES {
-            match receiver.try_recv() {
-                Ok(message) => encode_frame(&message, &mut buffer),
-                Err(_) => break,
+/// The connection's writer: takes over the outbox when a sender could not write all of it
+/// without blocking, and writes until the outbox is empty.
+async fn write_loop(outbox: Arc<Outbox>) {
+    loop {
+        outbox.writer_needed.notified().await;
+        loop {
+            let bytes = {
+                let mut state = outbox.state.lock().unwrap();
+                if state.closed {
+                    return;
+                }
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    break;
+                }
+                state.writing = true;
+                std::mem::take(&mut state.pending)
+            };
+            if let Err(error) = write_all(&outbox.socket, &bytes).await {
+                tracing::debug!(%error, "write failed");
+                outbox.close();
+                return;
             }
         }
-        if let Err(error) = write_half.write_all(&buffer).await {
-            tracing::debug!(%error, "write failed");
-            return;
-        }
-        buffer.clear();
-        if buffer.capacity() > 4 * WRITE_COALESCE_BYTES {
-            buffer.shrink_to(1 << 16);
+    }
+}
+
+async fn write_all(socket: &tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        socket.writable().await?;
+        match socket.try_write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error),
         }
     }
+    Ok(())
 }
 
 async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R) -> io::Result<Message> {
@@ -355,6 +563,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R) -> io::Result<Messa
 mod tests {
     use super::*;
     use crate::ballot::Ballot;
+    use tokio::sync::mpsc;
 
     #[tokio::test]
     async fn messages_flow_both_ways_over_one_connection() {
@@ -413,5 +622,71 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(network_b.peer_statuses()[0].connected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_larger_than_the_socket_arrives_complete_and_in_order_from_any_thread() {
+        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
+        let (network_a, bound) = Network::start(
+            NodeId::learner(1),
+            Some("127.0.0.1:0".parse().unwrap()),
+            &[],
+            Arc::new(move |event| {
+                let _ = sender_a.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        let (sender_b, mut receiver_b) = mpsc::unbounded_channel();
+        let (network_b, _) = Network::start(
+            NodeId::acceptor(1),
+            None,
+            &[bound.unwrap().to_string()],
+            Arc::new(move |event| {
+                let _ = sender_b.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            receiver_b.recv().await.unwrap(),
+            Inbound::Connected(_)
+        ));
+        // About 40 MB: far more than a socket buffer holds, so the senders find the socket
+        // full and the writer task must take over without reordering anything.
+        const MESSAGES: u64 = 20_000;
+        let payload = "v".repeat(2000);
+        let sending = std::thread::spawn(move || {
+            for slot in 1..=MESSAGES {
+                let message = Message::Read {
+                    read_id: slot,
+                    key: payload.clone(),
+                    min_slot: slot,
+                };
+                if slot % 3 == 0 {
+                    assert!(network_b.send(NodeId::learner(1), message));
+                } else {
+                    assert!(network_b.queue(NodeId::learner(1), &message));
+                }
+                if slot % 5000 == 0 {
+                    network_b.flush();
+                }
+            }
+            network_b.flush();
+            network_b
+        });
+        let mut expected = 1;
+        while expected <= MESSAGES {
+            match receiver_a.recv().await.unwrap() {
+                Inbound::Connected(_) => {}
+                Inbound::Message(_, Message::Read { read_id, .. }) => {
+                    assert_eq!(read_id, expected, "messages arrive in the order sent");
+                    expected += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(sending.join().unwrap());
+        drop(network_a);
     }
 }

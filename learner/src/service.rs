@@ -324,14 +324,18 @@ impl Driver {
             match effect {
                 Effect::Send { to, message } => {
                     // A peer that is not connected misses it; gap filling covers the loss.
-                    self.network.send(to, message);
+                    self.network.queue(to, &message);
                 }
-                Effect::Broadcast { role, message } => self.network.broadcast(role, &message),
+                Effect::Broadcast { role, message } => {
+                    self.network.queue_broadcast_to(role, &message)
+                }
                 Effect::Persist(_) | Effect::PersistSnapshot { .. } => {
                     unreachable!("persists were taken out above")
                 }
             }
         }
+        // One write per peer for the whole batch.
+        self.network.flush();
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use common::config::ProposerConfig;
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, Network};
-use common::node::NodeId;
+use common::node::{NodeId, Role};
 use common::wal::Wal;
 use common::TICK_MILLISECONDS;
 use std::net::SocketAddr;
@@ -214,6 +214,9 @@ fn handle_event(
     }
 }
 
+/// Carries out `effects` in order. Messages are queued and written together at the end
+/// (one write per peer for the whole batch); a `PersistRound` is durable before any
+/// message queued after it is written.
 fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
@@ -224,9 +227,25 @@ fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>
                 }
             }
             Effect::Send { to, message } => {
-                network.send(to, message);
+                // The answer to a write a follower forwarded goes back through that
+                // follower, which only relays it to the client API. When this proposer is
+                // connected to that client API too (it always is in the usual topology),
+                // the answer goes there directly: one hop less, and the client API learns
+                // which proposer really leads, so its next writes skip the follower.
+                let direct = match &message {
+                    Message::WriteDecided { client, .. } | Message::WriteRefused { client, .. }
+                        if to.role == Role::Proposer =>
+                    {
+                        network.queue(*client, &message)
+                    }
+                    _ => false,
+                };
+                if !direct {
+                    network.queue(to, &message);
+                }
             }
-            Effect::Broadcast { role, message } => network.broadcast(role, &message),
+            Effect::Broadcast { role, message } => network.queue_broadcast_to(role, &message),
         }
     }
+    network.flush();
 }
