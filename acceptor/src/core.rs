@@ -90,6 +90,23 @@ impl Acceptor {
         acceptor
     }
 
+    /// PLANTED BUG, for the simulation only (feature `planted-bugs`): rebuilds the acceptor
+    /// from its `Accepted` records alone, forgetting every promise it persisted. An acceptor
+    /// that does this can accept a lower ballot after a restart, which lets two values be
+    /// chosen for one slot; `sim` must catch it.
+    #[cfg(feature = "planted-bugs")]
+    pub fn recover_forgetting_promises(id: u32, records: impl IntoIterator<Item = Record>) -> Self {
+        let mut acceptor = Acceptor::new(id);
+        for record in records {
+            if let Record::Accepted(entry) = record {
+                acceptor
+                    .accepted
+                    .insert(entry.slot, (entry.ballot, entry.value));
+            }
+        }
+        acceptor
+    }
+
     /// Handles `message` from the node `from` and returns what to do, persists first.
     ///
     /// Messages an acceptor does not serve (including `StatusRequest`, which the service

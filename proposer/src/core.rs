@@ -70,6 +70,20 @@ impl ProposerOptions {
     }
 }
 
+/// PLANTED BUGS, for the simulation only (feature `planted-bugs`): known ways to break
+/// Paxos that `sim` must catch, so that its checks are shown not to be vacuous.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A new leader re-proposes a value found in phase 1 only if a quorum of the Promises
+    /// reported it, and fills the slot with a no-op otherwise: a value chosen by a quorum
+    /// that overlaps the Promises in one acceptor is lost.
+    SkipValueAcceptedByMinority,
+    /// A leader grants a read index at once, without a quorum confirming that it still
+    /// leads: a deposed leader that has not noticed answers stale strong reads.
+    ReadIndexWithoutConfirmation,
+}
+
 /// What the service must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -202,6 +216,8 @@ pub struct Proposer {
     decided_prefix: Slot,
     decided_slot_max: Slot,
     state: State,
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<PlantedBug>,
 }
 
 impl Proposer {
@@ -223,7 +239,15 @@ impl Proposer {
                 last_heard_tick: 0,
                 election_tick,
             },
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
+    }
+
+    /// PLANTED BUG, for the simulation only: makes this proposer misbehave as `bug` says.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: PlantedBug) {
+        self.planted_bug = Some(bug);
     }
 
     /// This proposer's id.
@@ -465,6 +489,8 @@ impl Proposer {
         };
         // Per slot, the value accepted with the highest ballot may have been chosen: it is
         // the only value this leader may propose there.
+        #[cfg(feature = "planted-bugs")]
+        let promises = self.planted_skip_minority_values(promises);
         let mut highest: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
         for entry in promises.into_values().flatten() {
             if entry.slot < from_slot {
@@ -506,6 +532,27 @@ impl Proposer {
         }
         self.state = State::Leader(Box::new(leadership));
         self.send_heartbeat(effects);
+    }
+
+    /// The planted bug [`PlantedBug::SkipValueAcceptedByMinority`]: drops every reported
+    /// value fewer than a quorum of the Promises carry, so its slot becomes a no-op.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_skip_minority_values(
+        &self,
+        mut promises: BTreeMap<u32, Vec<AcceptedEntry>>,
+    ) -> BTreeMap<u32, Vec<AcceptedEntry>> {
+        if self.planted_bug != Some(PlantedBug::SkipValueAcceptedByMinority) {
+            return promises;
+        }
+        let mut reports: BTreeMap<(Slot, Ballot), usize> = BTreeMap::new();
+        for entry in promises.values().flatten() {
+            *reports.entry((entry.slot, entry.ballot)).or_default() += 1;
+        }
+        for entries in promises.values_mut() {
+            entries
+                .retain(|entry| reports[&(entry.slot, entry.ballot)] >= self.options.quorum_size);
+        }
+        promises
     }
 
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, effects: &mut Vec<Effect>) {
@@ -677,6 +724,19 @@ impl Proposer {
             read_id,
             reply_to: from,
         };
+        #[cfg(feature = "planted-bugs")]
+        if let (Some(PlantedBug::ReadIndexWithoutConfirmation), State::Leader(leadership)) =
+            (self.planted_bug, &self.state)
+        {
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::ReadIndexGranted {
+                    read_id,
+                    slot: leadership.next_slot - 1,
+                },
+            });
+            return;
+        }
         match &mut self.state {
             State::Leader(leadership) => {
                 leadership.waiting_reads.push(read);
