@@ -35,6 +35,8 @@ pub struct TestCluster {
     pub layout: Layout,
     pub data: tempfile::TempDir,
     nodes: Vec<NodePlan>,
+    /// Extra environment variables per node name, on top of the layout's.
+    extra_environment: Vec<(String, String, String)>,
     children: Mutex<HashMap<String, Child>>,
     pub http: reqwest::Client,
     pub base_url: String,
@@ -66,6 +68,12 @@ impl TestCluster {
     }
 
     pub async fn start_with(acceptors: u32) -> TestCluster {
+        Self::start_configured(acceptors, &[]).await
+    }
+
+    /// Starts `acceptors` acceptors and the default rest, with extra environment variables
+    /// per node: `(node name, variable, value)`.
+    pub async fn start_configured(acceptors: u32, extra: &[(&str, &str, &str)]) -> TestCluster {
         let data = tempfile::tempdir().expect("a temporary directory");
         let mut layout = None;
         for attempt in 0..50u32 {
@@ -90,6 +98,10 @@ impl TestCluster {
             layout,
             data,
             nodes,
+            extra_environment: extra
+                .iter()
+                .map(|(node, key, value)| (node.to_string(), key.to_string(), value.to_string()))
+                .collect(),
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -131,6 +143,13 @@ impl TestCluster {
             .command(std::path::Path::new(env!("CARGO_BIN_EXE_paxos")));
         command
             .env("LOG_LEVEL", "info")
+            .env(common::network::FAULT_FILE_VARIABLE, self.fault_file(name))
+            .envs(
+                self.extra_environment
+                    .iter()
+                    .filter(|(node, _, _)| node == name)
+                    .map(|(_, key, value)| (key, value)),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         let child = command.spawn().expect("the paxos binary starts");
@@ -170,6 +189,45 @@ impl TestCluster {
 
     pub fn resume(&self, name: &str) {
         self.signal(name, libc::SIGCONT);
+    }
+
+    /// The fault file `name`'s network reads (see `common::network::FAULT_FILE_VARIABLE`).
+    pub fn fault_file(&self, name: &str) -> PathBuf {
+        self.data.path().join(format!("{name}.faults"))
+    }
+
+    /// Replaces `name`'s fault rules ("both acceptor1", "in *", ...; "" for none). The
+    /// node applies them within about 50 ms.
+    pub fn set_fault_rules(&self, name: &str, rules: &str) {
+        let path = self.fault_file(name);
+        let staging = path.with_extension("faults-new");
+        std::fs::write(&staging, rules).unwrap();
+        std::fs::rename(&staging, &path).unwrap();
+    }
+
+    /// Cuts `name` off from every node, both ways.
+    pub fn isolate(&self, name: &str) {
+        self.set_fault_rules(name, "both *");
+    }
+
+    /// Cuts every link between a node of `side` and a node outside it, both ways.
+    pub fn split(&self, side: &[String]) {
+        for name in self.node_names() {
+            let rules: Vec<String> = self
+                .node_names()
+                .into_iter()
+                .filter(|other| side.contains(&name) != side.contains(other))
+                .map(|other| format!("both {other}"))
+                .collect();
+            self.set_fault_rules(&name, &rules.join("\n"));
+        }
+    }
+
+    /// Removes every fault rule.
+    pub fn heal_network(&self) {
+        for name in self.node_names() {
+            self.set_fault_rules(&name, "");
+        }
     }
 
     pub fn is_running(&self, name: &str) -> bool {
