@@ -148,6 +148,18 @@ impl Client {
         }
     }
 
+    /// The client API process crashed and restarted: its running operation ends without an
+    /// answer (a write's outcome is unknown), and it forgets its sessions and the leader.
+    /// A session it forgot reads strongly next time, which observes at least as much.
+    pub fn restart(&mut self, history: &mut History, now: u64) {
+        if let Some(pending) = self.pending.take() {
+            history.give_up(pending.operation, now);
+        }
+        self.session_slot = None;
+        self.believed_leader = None;
+        self.idle_until = now;
+    }
+
     /// Queues `request` to run next.
     pub fn queue(&mut self, request: Request) {
         self.queued.push_back(request);

@@ -275,6 +275,8 @@ pub struct FaultCounts {
     pub crashes: u64,
     /// Of those, acceptors crashed right after a promise left them.
     pub crashes_after_promise: u64,
+    /// Of those, client API nodes that restarted and forgot their sessions.
+    pub client_restarts: u64,
     /// Learner crashes that lost an unsynced tail of the learner's log.
     pub learner_tails_lost: u64,
     /// Long pauses of a node (a process stopped, then resumed).

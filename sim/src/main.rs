@@ -103,6 +103,9 @@ impl Totals {
         self.faults.partitions += faults.partitions;
         self.faults.cut_messages += faults.cut_messages;
         self.faults.crashes += faults.crashes;
+        self.faults.crashes_after_promise += faults.crashes_after_promise;
+        self.faults.client_restarts += faults.client_restarts;
+        self.faults.held_messages += faults.held_messages;
         self.faults.learner_tails_lost += faults.learner_tails_lost;
         self.faults.pauses += faults.pauses;
         self.faults.leader_pauses += faults.leader_pauses;
@@ -169,15 +172,18 @@ fn soak(first_seed: u64, seeds: u64, steps: u64, threads: Option<usize>) -> Exit
     );
     println!(
         "faults injected: {} total = {} dropped, {} duplicated, {} delayed messages, {} \
-         partitions ({} messages cut), {} crashes ({} learner tails lost), {} pauses ({} of the \
-         leader)",
+         partitions ({} messages cut, {} held), {} crashes ({} right after a promise, {} client \
+         API restarts, {} learner tails lost), {} pauses ({} of the leader)",
         faults.total(),
         faults.dropped,
         faults.duplicated,
         faults.delayed,
         faults.partitions,
         faults.cut_messages,
+        faults.held_messages,
         faults.crashes,
+        faults.crashes_after_promise,
+        faults.client_restarts,
         faults.learner_tails_lost,
         faults.pauses,
         faults.leader_pauses

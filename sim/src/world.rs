@@ -775,6 +775,19 @@ impl<'a> World<'a> {
     }
 
     fn crash_a_node(&mut self) {
+        if self.random.random_range(0..8) == 0 {
+            // A client API process crashes and restarts at once, forgetting its sessions.
+            let index = self.random.random_range(0..self.clients.len());
+            if self.client_lives[index] == Life::Up {
+                let client = NodeId::client(self.clients[index].id);
+                self.faults.crashes += 1;
+                self.faults.client_restarts += 1;
+                self.trace_fault(format_args!("crash and restart {client}"));
+                self.network.drop_messages_to(client);
+                self.clients[index].restart(&mut self.history, self.now);
+            }
+            return;
+        }
         let victim = self.random_server();
         let until = self.now + self.random.random_range(3..=60);
         self.crash(victim, until);

@@ -62,6 +62,7 @@ fn sum_faults(reports: &[Report]) -> FaultCounts {
         total.held_messages += faults.held_messages;
         total.crashes += faults.crashes;
         total.crashes_after_promise += faults.crashes_after_promise;
+        total.client_restarts += faults.client_restarts;
         total.learner_tails_lost += faults.learner_tails_lost;
         total.pauses += faults.pauses;
         total.leader_pauses += faults.leader_pauses;
@@ -92,8 +93,8 @@ fn thousands_of_seeded_runs_under_faults_keep_every_property() {
     );
     eprintln!(
         "faults injected: {} = {} dropped, {} duplicated, {} delayed, {} partitions ({} messages \
-         cut, {} held), {} crashes ({} right after a promise, {} learner tails lost), {} pauses \
-         ({} of the leader)",
+         cut, {} held), {} crashes ({} right after a promise, {} client API restarts, {} learner \
+         tails lost), {} pauses ({} of the leader)",
         faults.total(),
         faults.dropped,
         faults.duplicated,
@@ -103,6 +104,7 @@ fn thousands_of_seeded_runs_under_faults_keep_every_property() {
         faults.held_messages,
         faults.crashes,
         faults.crashes_after_promise,
+        faults.client_restarts,
         faults.learner_tails_lost,
         faults.pauses,
         faults.leader_pauses
@@ -137,7 +139,7 @@ fn thousands_of_seeded_runs_under_faults_keep_every_property() {
         assert!(faults.dropped > 0 && faults.duplicated > 0 && faults.delayed > 0);
         assert!(faults.cut_messages > 0 && faults.held_messages > 0);
         assert!(faults.crashes > 0 && faults.crashes_after_promise > 0);
-        assert!(faults.learner_tails_lost > 0);
+        assert!(faults.learner_tails_lost > 0 && faults.client_restarts > 0);
         assert!(faults.pauses > 0 && faults.leader_pauses > 0);
         let topologies: std::collections::BTreeSet<(u32, u32, u32)> =
             reports.iter().map(|report| report.topology).collect();
