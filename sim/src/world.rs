@@ -360,7 +360,7 @@ impl<'a> World<'a> {
                     self.now, self.time, envelope.from, envelope.to, envelope.message
                 );
             }
-            self.deliver(envelope)?;
+            self.deliver(envelope);
         }
         self.tick_nodes();
         self.tick_clients();
@@ -429,11 +429,11 @@ impl<'a> World<'a> {
         }
     }
 
-    fn deliver(&mut self, envelope: Envelope) -> Result<(), Violation> {
+    fn deliver(&mut self, envelope: Envelope) {
         let Envelope { from, to, message } = envelope;
         let life = self.life_of(to);
         match life {
-            Life::Down { .. } => return Ok(()),
+            Life::Down { .. } => return,
             Life::Paused { .. } => {
                 let backlog = match to.role {
                     Role::Acceptor => &mut self.acceptors.get_mut(&to.id).unwrap().backlog,
@@ -442,7 +442,7 @@ impl<'a> World<'a> {
                     Role::Client => &mut self.client_backlogs[to.id as usize - 1],
                 };
                 backlog.push(Envelope { from, to, message });
-                return Ok(());
+                return;
             }
             Life::Up => {}
         }
@@ -499,7 +499,6 @@ impl<'a> World<'a> {
                 self.send_from_client(outbox);
             }
         }
-        Ok(())
     }
 
     fn execute_proposer(&mut self, id: u32, effects: Vec<ProposerEffect>) {
