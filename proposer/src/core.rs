@@ -212,7 +212,12 @@ pub struct Proposer {
     /// The highest round made durable; ballots use rounds above it after a restart.
     persisted_round: u64,
     highest_ballot_seen: Ballot,
-    /// Every slot `<= decided_prefix` is known decided (by us, or applied by a learner).
+    /// Every slot `<= decided_prefix` was applied by a learner: a new leader's phase 1
+    /// starts after it. Slots this proposer decided itself do not count: a learner may
+    /// never have seen the quorum that chose them (its votes lost, then one of its
+    /// acceptors overwritten by a later leader that re-proposed the same value under a
+    /// higher ballot but did not finish), and then only a new phase 2 of the slot, under
+    /// one ballot, lets learners decide it. Found by the simulation (`sim/`).
     decided_prefix: Slot,
     decided_slot_max: Slot,
     state: State,
@@ -581,13 +586,6 @@ impl Proposer {
                 },
             });
         }
-        let first_undecided = leadership
-            .in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(leadership.next_slot);
-        self.decided_prefix = self.decided_prefix.max(first_undecided - 1);
         self.decided_slot_max = self.decided_slot_max.max(slot);
         self.propose_queued(effects);
     }
@@ -980,6 +978,73 @@ mod tests {
             Effect::PersistRound(1),
             "durable before Prepare leaves"
         );
+    }
+
+    #[test]
+    fn a_leader_covers_in_its_next_phase_one_the_slots_it_decided_but_no_learner_applied() {
+        let mut proposer = proposer(1);
+        let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
+        let client = NodeId::client(1);
+        proposer.handle(
+            client,
+            Message::Write {
+                command: command(1, "k", "v"),
+                client,
+            },
+        );
+        for acceptor in 1..=2 {
+            proposer.handle(
+                NodeId::acceptor(acceptor),
+                Message::Accepted { ballot, slot: 1 },
+            );
+        }
+        assert_eq!(
+            proposer.status(),
+            RoleStatus::Proposer {
+                state: ProposerState::Leader,
+                ballot,
+                leader: Some(1),
+                decided_slot_max: 1
+            }
+        );
+        // Deposed before any learner reported slot 1 applied.
+        proposer.handle(
+            NodeId::acceptor(3),
+            Message::Rejected {
+                ballot,
+                promised: Ballot::new(ballot.round + 1, 2),
+            },
+        );
+        let (_, from_slot, _) = tick_until_candidate(&mut proposer);
+        assert_eq!(
+            from_slot, 1,
+            "slot 1 may be unlearnable from the votes as they stand: phase 1 covers it"
+        );
+        // Once a learner applied it, phase 1 starts after it.
+        proposer.handle(
+            NodeId::learner(1),
+            Message::LearnerProgress { applied_slot: 1 },
+        );
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Rejected {
+                ballot: Ballot::new(ballot.round + 2, 1),
+                promised: Ballot::new(ballot.round + 3, 2),
+            },
+        );
+        for _ in 0..1000 {
+            for effect in proposer.tick() {
+                if let Effect::Broadcast {
+                    message: Message::Prepare { from_slot, .. },
+                    ..
+                } = effect
+                {
+                    assert_eq!(from_slot, 2);
+                    return;
+                }
+            }
+        }
+        panic!("no second election");
     }
 
     #[test]

@@ -162,3 +162,24 @@ fn the_same_seed_replays_the_same_run() {
         "the digest tells runs apart"
     );
 }
+
+/// Seeds of the soak that once broke a property, kept as regression tests (each names
+/// what it found).
+const REGRESSION_SEEDS: [(u64, &str); 2] = [
+    (
+        19_786,
+        "liveness: a slot chosen under one ballot, then re-proposed under a higher one by a \
+         leader deposed before finishing, could not be learned: the next leader skipped it \
+         in phase 1 because it had decided it itself",
+    ),
+    (20_788, "the same liveness bug, another schedule"),
+];
+
+#[test]
+fn seeds_that_once_found_bugs_keep_every_property() {
+    for (seed, found) in REGRESSION_SEEDS {
+        if let Err(violation) = run(&Scenario::from_seed(seed, CI_STEPS), &Hooks::default()) {
+            panic!("regression seed {seed} (it once found: {found}) fails again:\n{violation}");
+        }
+    }
+}
