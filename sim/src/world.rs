@@ -369,9 +369,12 @@ impl<'a> World<'a> {
         }
         self.group_commit()?;
         if self.now.is_multiple_of(LEARNER_SYNC_INTERVAL_TICKS) {
-            // A crashed learner's unsynced tail was settled when it crashed.
+            // Only a running learner syncs (a stopped one cannot; a crashed one's tail
+            // was settled when it crashed).
             for node in self.learners.values_mut() {
-                node.durable.append(&mut node.unsynced);
+                if node.life == Life::Up {
+                    node.durable.append(&mut node.unsynced);
+                }
             }
         }
         for (id, node) in &self.learners {
