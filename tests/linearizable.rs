@@ -1,8 +1,8 @@
 //! The real processes under faults, checked like Jepsen does: concurrent clients write
 //! unique values and read strongly over a handful of keys while a nemesis, one fault at a
-//! time, kill -9s and restarts nodes of every role, SIGSTOPs and resumes the leader, cuts
-//! nodes off through the transport's fault switch (both ways, one way, or the cluster
-//! split in two), and restarts the whole cluster. After healing, every key is read once
+//! time, kill -9s and restarts nodes of every role (the client API too), SIGSTOPs and
+//! resumes the leader, cuts nodes off through the transport's fault switch (both ways, one
+//! way, or the cluster split in two), and restarts the whole cluster. After healing, every key is read once
 //! more; the recorded history must be linearizable (`common::linearizability`), and every
 //! acknowledged write to a key of its own must still be there.
 //!
@@ -92,6 +92,7 @@ enum Fault {
     KillAcceptor,
     KillLeader,
     KillLearner,
+    KillClientApi,
     PauseLeader,
     RestartEverything,
     IsolateNode,
@@ -101,10 +102,11 @@ enum Fault {
     SplitCluster,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 11] = [
     Fault::KillAcceptor,
     Fault::KillLeader,
     Fault::KillLearner,
+    Fault::KillClientApi,
     Fault::PauseLeader,
     Fault::RestartEverything,
     Fault::IsolateNode,
@@ -142,15 +144,19 @@ fn inject(
             cluster.kill(&learner);
             (format!("kill -9 {learner}"), vec![learner])
         }
+        Fault::KillClientApi => {
+            cluster.kill("client1");
+            ("kill -9 the client API".into(), vec!["client1".to_string()])
+        }
         Fault::PauseLeader => {
             cluster.pause(leader);
             (format!("SIGSTOP leader {leader}"), vec![leader.to_string()])
         }
         Fault::RestartEverything => {
-            for name in &servers {
+            for name in &names {
                 cluster.kill(name);
             }
-            ("kill -9 every node but the client API".into(), servers)
+            ("kill -9 every node".into(), names)
         }
         Fault::IsolateNode => {
             let victim = servers[random.random_range(0..servers.len())].clone();
