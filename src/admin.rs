@@ -140,9 +140,17 @@ pub async fn examine(target: &Target) -> Report {
         }
     };
     if let Some(data_dir) = target.data_dir.clone() {
-        let outcome = tokio::task::spawn_blocking(move || probe_storage(&data_dir))
+        let mut outcome = tokio::task::spawn_blocking(move || probe_storage(&data_dir))
             .await
             .unwrap_or_else(|panic| Err(format!("the storage probe panicked: {panic}")));
+        // An acceptor whose log is corrupt runs but refuses to vote: not healthy.
+        if let Some(common::message::RoleStatus::Acceptor {
+            storage_fault: Some(fault),
+            ..
+        }) = status.as_ref().map(|status| &status.detail)
+        {
+            outcome = Err(format!("refusing to vote: {fault}"));
+        }
         checks.push(("storage", outcome));
     }
     Report {

@@ -105,7 +105,7 @@ async fn an_acceptor_reports_its_health_and_turns_unhealthy_when_its_storage_bre
     assert_eq!(document["name"], "acceptor1");
     assert_eq!(document["promised_ballot"], "0.0");
     let output = paxos()
-        .args(["status", &format!("127.0.0.1:{admin_port}")])
+        .args(["node-status", &format!("127.0.0.1:{admin_port}")])
         .output()
         .unwrap();
     assert!(output.status.success());

@@ -286,7 +286,7 @@ async fn unsubscribing_ends_the_open_streams_of_the_subscription() {
 #[allow(clippy::await_holding_lock)]
 async fn a_position_older_than_the_learners_hold_is_refused_naming_the_oldest_slot() {
     let _guard = exclusive();
-    let cluster = TestCluster::start_configured(3, &[("LEARNER_RETAIN_SLOTS", "20")]).await;
+    let cluster = TestCluster::start_configured(3, &[("*", "LEARNER_RETAIN_SLOTS", "20")]).await;
     let http = streaming_http();
     for index in 0..60 {
         write_surely(&cluster, &format!("k{index}"), "v").await;
@@ -319,7 +319,7 @@ async fn a_position_older_than_the_learners_hold_is_refused_naming_the_oldest_sl
 #[allow(clippy::await_holding_lock)]
 async fn a_wiped_learner_catches_up_though_its_peer_no_longer_holds_the_slots() {
     let _guard = exclusive();
-    let cluster = TestCluster::start_configured(3, &[("LEARNER_RETAIN_SLOTS", "20")]).await;
+    let cluster = TestCluster::start_configured(3, &[("*", "LEARNER_RETAIN_SLOTS", "20")]).await;
     for index in 0..30 {
         write_surely(&cluster, &format!("before{index}"), &format!("b{index}")).await;
     }
@@ -359,7 +359,8 @@ async fn a_wiped_learner_catches_up_though_its_peer_no_longer_holds_the_slots() 
 #[allow(clippy::await_holding_lock)]
 async fn a_slow_subscriber_is_disconnected_with_the_position_to_resume_from() {
     let _guard = exclusive();
-    let cluster = TestCluster::start_configured(3, &[("SUBSCRIPTION_BUFFER_EVENTS", "4")]).await;
+    let cluster =
+        TestCluster::start_configured(3, &[("*", "SUBSCRIPTION_BUFFER_EVENTS", "4")]).await;
     let http = streaming_http();
     let id = subscribe(&cluster, json!(["big*"])).await;
     let url = events_url(&cluster, &id, "");

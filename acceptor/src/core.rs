@@ -55,6 +55,8 @@ pub struct Acceptor {
     id: u32,
     promised_ballot: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Why this acceptor refuses to vote (its log is corrupt); None while it votes.
+    storage_fault: Option<String>,
 }
 
 impl Acceptor {
@@ -64,6 +66,18 @@ impl Acceptor {
             id,
             promised_ballot: Ballot::ZERO,
             accepted: BTreeMap::new(),
+            storage_fault: None,
+        }
+    }
+
+    /// Acceptor `id` whose log is corrupt for `reason`. It cannot know what it promised or
+    /// accepted, and any answer could break a promise it forgot, so it answers nothing: it
+    /// only keeps running so that its status (and its operator) can say why. Its quorum
+    /// is made of the other acceptors.
+    pub fn refusing(id: u32, reason: String) -> Self {
+        Acceptor {
+            storage_fault: Some(reason),
+            ..Acceptor::new(id)
         }
     }
 
@@ -90,11 +104,31 @@ impl Acceptor {
         acceptor
     }
 
+    /// PLANTED BUG, for the simulation only (feature `planted-bugs`): rebuilds the acceptor
+    /// from its `Accepted` records alone, forgetting every promise it persisted. An acceptor
+    /// that does this can accept a lower ballot after a restart, which lets two values be
+    /// chosen for one slot; `sim` must catch it.
+    #[cfg(feature = "planted-bugs")]
+    pub fn recover_forgetting_promises(id: u32, records: impl IntoIterator<Item = Record>) -> Self {
+        let mut acceptor = Acceptor::new(id);
+        for record in records {
+            if let Record::Accepted(entry) = record {
+                acceptor
+                    .accepted
+                    .insert(entry.slot, (entry.ballot, entry.value));
+            }
+        }
+        acceptor
+    }
+
     /// Handles `message` from the node `from` and returns what to do, persists first.
     ///
     /// Messages an acceptor does not serve (including `StatusRequest`, which the service
     /// answers with [`Acceptor::status`]) give no effects.
     pub fn handle(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
+        if self.storage_fault.is_some() {
+            return Vec::new(); // refuses to vote: see `Acceptor::refusing`
+        }
         match message {
             Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
             Message::Accept {
@@ -252,7 +286,13 @@ impl Acceptor {
             promised_ballot: self.promised_ballot,
             accepted_slot_max: self.accepted_slot_max(),
             accepted_slot_count: self.accepted.len() as u64,
+            storage_fault: self.storage_fault.clone(),
         }
+    }
+
+    /// Why this acceptor refuses to vote, if it does.
+    pub fn storage_fault(&self) -> Option<&str> {
+        self.storage_fault.as_deref()
     }
 
     /// This acceptor's id.
@@ -690,8 +730,36 @@ mod tests {
             RoleStatus::Acceptor {
                 promised_ballot: Ballot::new(7, 3),
                 accepted_slot_max: 4,
-                accepted_slot_count: 1
+                accepted_slot_count: 1,
+                storage_fault: None
             }
         );
+    }
+
+    #[test]
+    fn an_acceptor_with_a_corrupt_log_answers_nothing_and_says_why() {
+        let mut acceptor = Acceptor::refusing(3, "log is corrupt at byte 16".into());
+        for message in [
+            prepare(1, 1, 1),
+            accept(1, 1, 1, "a"),
+            Message::Confirm {
+                ballot: Ballot::new(1, 1),
+                sequence: 1,
+            },
+            Message::SyncAccepted {
+                from_slot: 1,
+                to_slot: 10,
+            },
+        ] {
+            assert!(acceptor.handle(proposer(1), message).is_empty());
+        }
+        assert_eq!(acceptor.storage_fault(), Some("log is corrupt at byte 16"));
+        assert!(matches!(
+            acceptor.status(),
+            RoleStatus::Acceptor {
+                storage_fault: Some(_),
+                ..
+            }
+        ));
     }
 }

@@ -33,5 +33,5 @@ pub mod service;
 pub mod storage;
 
 pub use crate::core::{Acceptor, Effect, Record};
-pub use crate::service::{run, start, Handle};
+pub use crate::service::{run, start, start_in, Handle};
 pub use crate::storage::{Storage, StorageError};

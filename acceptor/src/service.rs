@@ -10,11 +10,18 @@
 //! The acceptor dials no one: proposers and learners connect to it, and votes for learners
 //! go to every learner connected at the time (a learner that missed some asks again with
 //! `SyncAccepted`).
+//!
+//! A corrupt log (damage before its tail) does not stop the acceptor: it runs but refuses
+//! to vote ([`Acceptor::refusing`]), says why in its status and its log, and writes
+//! nothing, so the damage stays for an operator to inspect. A failed write or fsync does
+//! stop it: after a failed fsync the kernel may have dropped the data, and a retry could
+//! report success for writes that never reached the disk.
 
 use crate::core::{Acceptor, Effect};
 use crate::storage::Storage;
 use anyhow::Context;
 use common::config::AcceptorConfig;
+use common::file_system::{FileSystem, RealFileSystem};
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, InboundHandler, Network};
 use common::node::{NodeId, Role};
@@ -32,7 +39,7 @@ pub const BATCH_MESSAGES_MAX: usize = 4096;
 const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs acceptor `config.id` until the process is killed. Returns an error if it cannot
-/// start (bad listen address, unreadable or corrupt log) or if its driver stops (a broken
+/// start (bad listen address, unreadable log directory) or if its driver stops (a broken
 /// invariant).
 pub async fn run(config: AcceptorConfig) -> anyhow::Result<()> {
     start(config).await?.wait().await
@@ -41,12 +48,21 @@ pub async fn run(config: AcceptorConfig) -> anyhow::Result<()> {
 /// Starts the acceptor and returns once it listens (on an ephemeral port if
 /// `config.listen` ends in `:0`); see [`Handle`] to stop it.
 pub async fn start(config: AcceptorConfig) -> anyhow::Result<Handle> {
+    start_in(config, Arc::new(RealFileSystem)).await
+}
+
+/// [`start`], keeping the log in `file_system` (a simulated one, in tests of what the
+/// acceptor does when its disk fails).
+pub async fn start_in(
+    config: AcceptorConfig,
+    file_system: Arc<dyn FileSystem>,
+) -> anyhow::Result<Handle> {
     let me = NodeId::acceptor(config.id);
     let listen: SocketAddr = config
         .listen
         .parse()
         .with_context(|| format!("acceptor listen address {:?} is not ip:port", config.listen))?;
-    let (acceptor, storage) = recover(&config).await?;
+    let (acceptor, storage) = recover(&config, file_system).await?;
     let (sender, receiver) = mpsc::channel();
     let handler: InboundHandler = Arc::new(move |event| {
         // Fails only once the driver has stopped, when nothing needs the event.
@@ -59,10 +75,13 @@ pub async fn start(config: AcceptorConfig) -> anyhow::Result<Handle> {
         data_dir = %config.data_dir.display(),
         promised_ballot = %acceptor.promised_ballot(),
         accepted_slots = acceptor.accepted_slot_count(),
-        truncated_tail_bytes = storage.truncated_tail_bytes(),
+        truncated_tail_bytes = storage.as_ref().map_or(0, Storage::truncated_tail_bytes),
         "acceptor started"
     );
-    if storage.truncated_tail_bytes() > 0 {
+    if let Some(storage) = storage
+        .as_ref()
+        .filter(|storage| storage.truncated_tail_bytes() > 0)
+    {
         tracing::warn!(
             truncated_tail_bytes = storage.truncated_tail_bytes(),
             log = %storage.path().display(),
@@ -91,17 +110,29 @@ pub async fn start(config: AcceptorConfig) -> anyhow::Result<Handle> {
     })
 }
 
-/// Opens the log and replays it. A damaged log is an error, never a fresh start: an
-/// acceptor that forgot its promises could let two values be chosen.
-async fn recover(config: &AcceptorConfig) -> anyhow::Result<(Acceptor, Storage)> {
+/// Opens the log and replays it. A corrupt log is never a fresh start (an acceptor that
+/// forgot its promises could let two values be chosen): the acceptor then runs refusing
+/// to vote, without storage. A log that cannot be opened at all is an error.
+async fn recover(
+    config: &AcceptorConfig,
+    file_system: Arc<dyn FileSystem>,
+) -> anyhow::Result<(Acceptor, Option<Storage>)> {
     let data_dir = config.data_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
+    let opened = tokio::task::spawn_blocking(move || Storage::open_in(file_system, &data_dir))
         .await
         .context("opening the acceptor's log")?;
     match opened {
         Ok((mut storage, records)) => {
             storage.stagger_compaction(config.id);
-            Ok((Acceptor::recover(config.id, records), storage))
+            Ok((Acceptor::recover(config.id, records), Some(storage)))
+        }
+        Err(error) if error.is_corruption() => {
+            tracing::error!(
+                %error,
+                "the acceptor's log is corrupt: running, but refusing to vote until an \
+                 operator repairs or replaces the data directory"
+            );
+            Ok((Acceptor::refusing(config.id, error.to_string()), None))
         }
         Err(error) => {
             tracing::error!(%error, "cannot recover the acceptor's state; refusing to start");
@@ -231,7 +262,8 @@ impl Drop for Handle {
 struct Driver {
     me: NodeId,
     acceptor: Acceptor,
-    storage: Storage,
+    /// None while the acceptor refuses to vote (a corrupt log): it persists nothing.
+    storage: Option<Storage>,
     network: Network,
     inbound: mpsc::Receiver<Inbound>,
     stop: Arc<AtomicBool>,
@@ -274,7 +306,7 @@ impl Driver {
             persisted_records += self.handle_event(event, &mut outgoing);
         }
         if persisted_records > 0 {
-            if let Err(error) = self.storage.sync() {
+            if let Err(error) = self.storage().sync() {
                 fatal("syncing the log", &error);
             }
         }
@@ -329,7 +361,7 @@ impl Driver {
         for effect in effects {
             match effect {
                 Effect::Persist(record) => {
-                    self.storage.append(&record);
+                    self.storage().append(&record);
                     persisted_records += 1;
                 }
                 Effect::Send { to, message } => outgoing.push(Outgoing::To(to, message)),
@@ -339,11 +371,20 @@ impl Driver {
         persisted_records
     }
 
+    fn storage(&mut self) -> &mut Storage {
+        self.storage
+            .as_mut()
+            .expect("invariant violated: an acceptor refusing to vote persists nothing")
+    }
+
     /// Runs after the sends, so a compaction never delays the answers of its batch.
     fn compact_if_needed(&mut self) {
-        match self.storage.compact_if_needed(&self.acceptor) {
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        match storage.compact_if_needed(&self.acceptor) {
             Ok(true) => tracing::info!(
-                log_bytes = self.storage.length_bytes(),
+                log_bytes = storage.length_bytes(),
                 accepted_slots = self.acceptor.accepted_slot_count(),
                 "compacted the log"
             ),

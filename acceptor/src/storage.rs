@@ -4,18 +4,21 @@
 //! syncs once (group commit) and only then sends the answers, so whatever a proposer or
 //! learner has heard survives a crash. A damaged tail is an append that was never synced,
 //! hence never acknowledged, and [`common::wal::Wal`] truncates it; damage anywhere else,
-//! or a record whose checksum passes but which does not decode, is corruption and stops
-//! the acceptor: starting from defaults would let it break promises it made.
+//! or a record whose checksum passes but which does not decode, is corruption
+//! ([`StorageError::is_corruption`]): the acceptor then runs but refuses to vote, because
+//! starting from defaults would let it break promises it made.
 //!
 //! The log only grows (each Accept adds a record), so it is compacted: once it exceeds
 //! `max(64 MiB, 2 × its size right after the last compaction)` it is rewritten atomically
 //! with [`Acceptor::snapshot`], one record per slot plus the promise.
 
 use crate::core::{Acceptor, Record};
+use common::file_system::{FileSystem, RealFileSystem};
 use common::wal::{Wal, WalError};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The log's file name inside the data directory.
 pub const LOG_FILE_NAME: &str = "acceptor.wal";
@@ -60,6 +63,17 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+impl StorageError {
+    /// Whether acknowledged data is damaged (as opposed to the disk failing to open it):
+    /// the acceptor must then never vote from what it could read.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Wal(WalError::Corrupt { .. }) | StorageError::Undecodable { .. }
+        )
+    }
+}
+
 impl From<WalError> for StorageError {
     fn from(error: WalError) -> Self {
         StorageError::Wal(error)
@@ -83,8 +97,16 @@ impl Storage {
     /// Opens (or creates) `directory/acceptor.wal` and returns it with every record it
     /// holds, in the order written, for [`Acceptor::recover`].
     pub fn open(directory: impl AsRef<Path>) -> Result<(Storage, Vec<Record>), StorageError> {
+        Storage::open_in(Arc::new(RealFileSystem), directory)
+    }
+
+    /// [`Storage::open`] in `file_system` (a simulated one, in crash tests).
+    pub fn open_in(
+        file_system: Arc<dyn FileSystem>,
+        directory: impl AsRef<Path>,
+    ) -> Result<(Storage, Vec<Record>), StorageError> {
         let path = directory.as_ref().join(LOG_FILE_NAME);
-        let recovered = Wal::open(&path)?;
+        let recovered = Wal::open_in(file_system, &path)?;
         let records = recovered
             .records
             .iter()

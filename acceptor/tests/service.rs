@@ -173,7 +173,8 @@ async fn acceptor_answers_proposers_feeds_learners_and_keeps_its_promise_across_
         RoleStatus::Acceptor {
             promised_ballot: ballot,
             accepted_slot_max: 1,
-            accepted_slot_count: 1
+            accepted_slot_count: 1,
+            storage_fault: None
         }
     );
 
@@ -241,19 +242,112 @@ async fn acceptor_reports_a_port_in_use_as_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acceptor_refuses_to_start_from_a_corrupt_log() {
+async fn an_acceptor_with_a_corrupt_log_runs_but_refuses_to_vote_and_says_why() {
     let directory = tempfile::tempdir().unwrap();
-    std::fs::write(
-        directory.path().join(acceptor::storage::LOG_FILE_NAME),
-        b"not a log at all",
-    )
-    .unwrap();
-    let error = start(config(directory.path(), "127.0.0.1:0"))
+    let log_path = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    {
+        let (mut storage, _) = acceptor::storage::Storage::open(directory.path()).unwrap();
+        for round in 1..=2 {
+            storage.append(&acceptor::core::Record::Promised(Ballot::new(round, 1)));
+        }
+        storage.sync().unwrap();
+    }
+    // Damage the first record: acknowledged data, not a torn tail.
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    bytes[8 + 8] ^= 0xff;
+    std::fs::write(&log_path, &bytes).unwrap();
+
+    let acceptor = start(config(directory.path(), "127.0.0.1:0"))
         .await
-        .err()
-        .expect("a corrupt log must stop the acceptor");
-    let message = format!("{error:#}");
-    assert!(message.contains("corrupt"), "{message}");
+        .expect("a corrupt log does not stop the acceptor");
+    let mut proposer = FakeNode::connect(NodeId::proposer(1), &acceptor).await;
+    for message in [
+        Message::Prepare {
+            ballot: Ballot::new(1, 1),
+            from_slot: 1,
+        },
+        Message::Accept {
+            ballot: Ballot::new(9, 1),
+            slot: 1,
+            value: value(),
+        },
+        Message::Confirm {
+            ballot: Ballot::new(9, 1),
+            sequence: 1,
+        },
+    ] {
+        assert!(proposer.network.send(NodeId::acceptor(1), message));
+    }
+    // One connection delivers in order: the status reply coming first proves that the
+    // Prepare, Accept and Confirm before it got no answer.
+    match proposer.wait_known_to_acceptor().await {
+        RoleStatus::Acceptor {
+            storage_fault: Some(reason),
+            promised_ballot,
+            ..
+        } => {
+            assert!(reason.contains("corrupt"), "{reason}");
+            assert_eq!(promised_ballot, Ballot::ZERO);
+        }
+        other => panic!("expected an acceptor refusing to vote, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&log_path).unwrap(),
+        bytes,
+        "the damaged log is left as found, for an operator"
+    );
+    acceptor.shutdown().await;
+}
+
+/// The child process of the test below: an acceptor whose disk fails every fsync gets a
+/// Prepare, whose promise it cannot make durable. It must stop the process (exit 1) rather
+/// than retry the fsync or answer.
+async fn run_acceptor_whose_fsyncs_fail() {
+    common::logging::init();
+    let file_system = common::file_system::SimulatedFileSystem::new();
+    let acceptor = acceptor::service::start_in(
+        config(Path::new("/acceptor1"), "127.0.0.1:0"),
+        Arc::new(file_system.clone()),
+    )
+    .await
+    .expect("acceptor starts");
+    file_system.fail_syncs();
+    let mut proposer = FakeNode::connect(NodeId::proposer(1), &acceptor).await;
+    let answer = proposer
+        .ask(Message::Prepare {
+            ballot: Ballot::new(1, 1),
+            from_slot: 1,
+        })
+        .await;
+    panic!("the acceptor answered {answer:?} although its promise could not be made durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fsync_error_stops_the_acceptor_process() {
+    if std::env::var_os("ACCEPTOR_FSYNC_FAILURE_CHILD").is_some() {
+        run_acceptor_whose_fsyncs_fail().await;
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_fsync_error_stops_the_acceptor_process",
+            "--nocapture",
+        ])
+        .env("ACCEPTOR_FSYNC_FAILURE_CHILD", "1")
+        .env("LOG_LEVEL", "error")
+        .output()
+        .expect("the test binary runs");
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(
+        child.status.code(),
+        Some(1),
+        "the acceptor must exit with status 1 on an fsync error; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("syncing the log failed; stopping the acceptor"),
+        "the log says why:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -516,10 +516,7 @@ pub fn status_json(status: &ClusterStatus) -> JsonValue {
         .iter()
         .filter(|node| node.role == Role::Acceptor)
         .collect();
-    let healthy_acceptors = acceptors
-        .iter()
-        .filter(|node| node.status.is_some())
-        .count();
+    let healthy_acceptors = acceptors.iter().filter(|node| is_healthy(node)).count();
     let majority = acceptors.len() / 2 + 1;
     json!({
         "leader": leader,
@@ -534,6 +531,21 @@ pub fn status_json(status: &ClusterStatus) -> JsonValue {
     })
 }
 
+/// A node is healthy if it answered in time and, for an acceptor, votes (its log is not
+/// corrupt).
+fn is_healthy(node: &NodeReport) -> bool {
+    match &node.status {
+        None => false,
+        Some(status) => !matches!(
+            status.detail,
+            RoleStatus::Acceptor {
+                storage_fault: Some(_),
+                ..
+            }
+        ),
+    }
+}
+
 /// One node's entry in the `/status` document (also the body of a node's own admin
 /// `/status`).
 pub fn node_json(node: &NodeReport) -> JsonValue {
@@ -546,7 +558,7 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
         "role": node.role.name(),
         "id": node.id,
         "address": node.address,
-        "healthy": node.status.is_some(),
+        "healthy": is_healthy(node),
     });
     let Some(status) = &node.status else {
         return entry;
@@ -556,10 +568,15 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
             promised_ballot,
             accepted_slot_max,
             accepted_slot_count,
+            storage_fault,
         } => json!({
             "promised_ballot": promised_ballot.to_string(),
             "accepted_slot_max": accepted_slot_max,
             "accepted_slot_count": accepted_slot_count,
+            "storage": match storage_fault {
+                None => "ok".to_string(),
+                Some(reason) => format!("corrupt: {reason}"),
+            },
         }),
         RoleStatus::Proposer {
             state,

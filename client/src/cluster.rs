@@ -269,20 +269,34 @@ impl Cluster {
 
     /// A linearizable read: the leader names a slot covering every completed write (after
     /// confirming with a quorum that it still leads), then a learner that applied it reads.
+    ///
+    /// Each learner gets one attempt at a read index. If none reaches it, the leader that
+    /// named it may have been deposed before deciding every slot up to it, and its
+    /// successor decides those slots only with its next writes: rather than wait for
+    /// writes that may never come, the read asks for a fresh read index, which is just as
+    /// valid for it (found by the simulation, `sim/`).
     async fn strong_read(&self, key: &str, deadline: Instant) -> Result<ReadOutcome, Unavailable> {
-        let slot = self
-            .ask_leader(deadline, || {
-                let read_id = self.fresh_id();
-                (WaiterKey::Read(read_id), Message::ReadIndex { read_id })
-            })
-            .await
-            .map_err(|attempts| Unavailable {
-                reason: format!(
-                    "no leader granted a read index within {} ms ({attempts})",
-                    self.request_timeout.as_millis()
-                ),
-            })?;
-        self.read_from_learner(key, slot, deadline).await
+        loop {
+            let slot = self
+                .ask_leader(deadline, || {
+                    let read_id = self.fresh_id();
+                    (WaiterKey::Read(read_id), Message::ReadIndex { read_id })
+                })
+                .await
+                .map_err(|attempts| Unavailable {
+                    reason: format!(
+                        "no leader granted a read index within {} ms ({attempts})",
+                        self.request_timeout.as_millis()
+                    ),
+                })?;
+            let learners = self.network.connected_nodes(Role::Learner).len().max(1);
+            if let Some(outcome) = self
+                .read_from_learner_within(key, slot, deadline, Some(learners))
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
     }
 
     /// Sends the request made by `attempt` to the proposer believed to lead until one
@@ -363,9 +377,28 @@ impl Cluster {
         min_slot: Slot,
         deadline: Instant,
     ) -> Result<ReadOutcome, Unavailable> {
+        let outcome = self
+            .read_from_learner_within(key, min_slot, deadline, None)
+            .await?;
+        Ok(outcome.expect("without an attempt limit, only the deadline ends the reads"))
+    }
+
+    /// Like [`Cluster::read_from_learner`], but gives up with `Ok(None)` after
+    /// `attempts_max` learners were asked in vain (if given).
+    async fn read_from_learner_within(
+        &self,
+        key: &str,
+        min_slot: Slot,
+        deadline: Instant,
+        attempts_max: Option<usize>,
+    ) -> Result<Option<ReadOutcome>, Unavailable> {
         let mut last_tried: Option<u32> = None;
         let mut attempts = Attempts::default();
         loop {
+            if attempts_max.is_some_and(|max| (attempts.refused + attempts.silent) as usize >= max)
+            {
+                return Ok(None);
+            }
             if Instant::now() >= deadline {
                 return Err(Unavailable {
                     reason: format!(
@@ -412,10 +445,10 @@ impl Cluster {
                         ..
                     },
                 )) if applied_slot >= min_slot => {
-                    return Ok(ReadOutcome {
+                    return Ok(Some(ReadOutcome {
                         value,
                         applied_slot,
-                    })
+                    }))
                 }
                 Some(Answer::Message(from, answer)) => {
                     if let Message::ReadReply { applied_slot, .. } = answer {

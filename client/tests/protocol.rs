@@ -416,6 +416,7 @@ async fn status_lists_every_node_and_the_leader_and_marks_a_silent_node_unhealth
                 promised_ballot: Ballot::new(3, 1),
                 accepted_slot_max: 40,
                 accepted_slot_count: 40,
+                storage_fault: None,
             },
             Vec::new(),
         )],
@@ -499,6 +500,7 @@ async fn status_lists_every_node_and_the_leader_and_marks_a_silent_node_unhealth
     assert_eq!(acceptor_entry["address"], acceptor.address);
     assert_eq!(acceptor_entry["promised_ballot"], "3.1");
     assert_eq!(acceptor_entry["accepted_slot_max"], 40);
+    assert_eq!(acceptor_entry["storage"], "ok");
     let proposer_entry = &nodes[1];
     assert_eq!(proposer_entry["healthy"], true);
     assert_eq!(proposer_entry["state"], "leader");
@@ -516,5 +518,72 @@ async fn status_lists_every_node_and_the_leader_and_marks_a_silent_node_unhealth
     assert!(silent_entry.get("applied_slot").is_none());
     assert_eq!(answer["learners"], json!([{"id": 1, "applied_slot": 42}]));
     assert_eq!(answer["quorum"]["available"], true, "{answer}");
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_shows_an_acceptor_with_a_corrupt_log_as_refusing_to_vote() {
+    let acceptor = FakeNode::start(NodeId::acceptor(1), |_, message| match message {
+        Message::StatusRequest { request_id } => vec![status_reply(
+            *request_id,
+            NodeId::acceptor(1),
+            RoleStatus::Acceptor {
+                promised_ballot: Ballot::ZERO,
+                accepted_slot_max: 0,
+                accepted_slot_count: 0,
+                storage_fault: Some("log /data/acceptor.wal is corrupt at byte 16".into()),
+            },
+            Vec::new(),
+        )],
+        _ => Vec::new(),
+    })
+    .await;
+    let acceptor_address = acceptor.address.clone();
+    let proposer = FakeNode::start(NodeId::proposer(1), move |_, message| match message {
+        Message::StatusRequest { request_id } => vec![status_reply(
+            *request_id,
+            NodeId::proposer(1),
+            RoleStatus::Proposer {
+                state: ProposerState::Follower,
+                ballot: Ballot::ZERO,
+                leader: None,
+                decided_slot_max: 0,
+            },
+            vec![PeerStatus {
+                address: acceptor_address.clone(),
+                node: Some(NodeId::acceptor(1)),
+                connected: true,
+            }],
+        )],
+        _ => Vec::new(),
+    })
+    .await;
+    let learner = FakeNode::silent(NodeId::learner(1)).await;
+    let handle = client::start(config(&[&proposer], &[&learner], 5000))
+        .await
+        .unwrap();
+    let url = format!("http://{}/status", handle.address());
+    let mut acceptor_entry = json!(null);
+    for _ in 0..40 {
+        let (_, answer) = get(url.clone()).await;
+        if let Some(entry) = answer["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|node| node["role"] == "acceptor"))
+            .filter(|entry| entry.get("storage").is_some())
+        {
+            acceptor_entry = entry.clone();
+            assert_eq!(answer["quorum"]["available"], false, "{answer}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        acceptor_entry["storage"], "corrupt: log /data/acceptor.wal is corrupt at byte 16",
+        "{acceptor_entry}"
+    );
+    assert_eq!(
+        acceptor_entry["healthy"], false,
+        "an acceptor that cannot vote is not healthy"
+    );
     handle.shutdown().await.unwrap();
 }

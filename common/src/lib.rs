@@ -5,7 +5,7 @@
 //!
 //! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
 //! pure modules here ([`ballot`], [`node`], [`value`], [`message`]); the I/O modules
-//! ([`network`], [`wal`], [`logging`]) belong to the services.
+//! ([`network`], [`wal`], [`file_system`], [`logging`]) belong to the services.
 //!
 //! ```
 //! use common::ballot::Ballot;
@@ -18,6 +18,7 @@
 
 pub mod ballot;
 pub mod config;
+pub mod file_system;
 pub mod linearizability;
 pub mod logging;
 pub mod message;

@@ -377,6 +377,9 @@ pub enum RoleStatus {
         accepted_slot_max: Slot,
         /// How many slots it holds.
         accepted_slot_count: u64,
+        /// Why the acceptor refuses to vote, if it does: its log is corrupt, so it cannot
+        /// know what it promised. None while its storage is sound.
+        storage_fault: Option<String>,
     },
     /// A proposer's state.
     Proposer {

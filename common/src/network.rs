@@ -14,11 +14,17 @@
 //! the socket is full does the connection's writer task take over the outbox and wait for
 //! room; it then writes everything queued meanwhile in one call. A broadcast encodes its
 //! message once for every receiver.
+//!
+//! For fault tests only, the network has a fault switch ([`FAULT_FILE_VARIABLE`]): when
+//! `PAXOS_FAULT_FILE` names a file, the network reads it every 50 ms and silently drops the
+//! messages it lists (to and/or from given nodes), so that a test can cut nodes off from
+//! each other, one way or both, without touching the machine's network. Unset (always, in
+//! production), nothing is read and nothing is dropped.
 
 use crate::message::{Message, PeerStatus};
 use crate::node::{NodeId, Role};
 use crate::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +49,14 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle time before the first keepalive probe, and the time between probes.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+
+/// The environment variable naming the fault file of a node, for fault tests. Each line of
+/// the file is `<direction> <node>`: `in` drops messages from that node, `out` drops
+/// messages to it, `both` does both; `*` stands for every node; `#` starts a comment. A
+/// missing or empty file drops nothing.
+pub const FAULT_FILE_VARIABLE: &str = "PAXOS_FAULT_FILE";
+/// How often the fault file is read.
+const FAULT_FILE_POLL: Duration = Duration::from_millis(50);
 
 /// What the network hands to the node.
 #[derive(Debug)]
@@ -185,6 +199,73 @@ impl Outbox {
     }
 }
 
+/// The nodes whose messages the fault switch drops, as the fault file lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultRules {
+    /// Messages from these nodes are dropped on arrival.
+    pub drop_inbound: HashSet<NodeId>,
+    /// Messages to these nodes are dropped instead of sent.
+    pub drop_outbound: HashSet<NodeId>,
+    /// `in *`: messages from every node are dropped.
+    pub drop_all_inbound: bool,
+    /// `out *`: messages to every node are dropped.
+    pub drop_all_outbound: bool,
+}
+
+impl FaultRules {
+    /// Parses a fault file (see [`FAULT_FILE_VARIABLE`]); a malformed line is an error
+    /// naming it.
+    pub fn parse(text: &str) -> Result<FaultRules, String> {
+        let mut rules = FaultRules::default();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(direction), Some(node), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(format!(
+                    "fault rule {line:?} is not '<in|out|both> <node|*>'"
+                ));
+            };
+            let (inbound, outbound) = match direction {
+                "in" => (true, false),
+                "out" => (false, true),
+                "both" => (true, true),
+                _ => {
+                    return Err(format!(
+                        "fault rule {line:?}: direction must be in, out or both"
+                    ))
+                }
+            };
+            if node == "*" {
+                rules.drop_all_inbound |= inbound;
+                rules.drop_all_outbound |= outbound;
+                continue;
+            }
+            let node: NodeId = node
+                .parse()
+                .map_err(|error| format!("fault rule {line:?}: {error}"))?;
+            if inbound {
+                rules.drop_inbound.insert(node);
+            }
+            if outbound {
+                rules.drop_outbound.insert(node);
+            }
+        }
+        Ok(rules)
+    }
+
+    fn drops_inbound(&self, from: NodeId) -> bool {
+        self.drop_all_inbound || self.drop_inbound.contains(&from)
+    }
+
+    fn drops_outbound(&self, to: NodeId) -> bool {
+        self.drop_all_outbound || self.drop_outbound.contains(&to)
+    }
+}
+
 /// A handle on the node's network; cheap to clone.
 #[derive(Clone)]
 pub struct Network {
@@ -194,6 +275,10 @@ pub struct Network {
     next_connection_id: Arc<AtomicU64>,
     /// Outboxes with messages queued since the last flush.
     dirty: Arc<Mutex<Vec<Arc<Outbox>>>>,
+    /// The fault switch's rules (empty unless a fault file is configured).
+    faults: Arc<Mutex<FaultRules>>,
+    /// Messages the fault switch dropped, both ways.
+    fault_drops: Arc<AtomicU64>,
 }
 
 impl Network {
@@ -211,7 +296,16 @@ impl Network {
             handler,
             next_connection_id: Arc::new(AtomicU64::new(1)),
             dirty: Arc::new(Mutex::new(Vec::new())),
+            faults: Arc::new(Mutex::new(FaultRules::default())),
+            fault_drops: Arc::new(AtomicU64::new(0)),
         };
+        if let Some(path) = std::env::var_os(FAULT_FILE_VARIABLE) {
+            tokio::spawn(watch_fault_file(
+                me,
+                std::path::PathBuf::from(path),
+                network.faults.clone(),
+            ));
+        }
         let bound = match listen {
             Some(address) => {
                 let listener = TcpListener::bind(address).await?;
@@ -245,9 +339,29 @@ impl Network {
         tokio::spawn(self.clone().connect_loop(index, address.to_string()));
     }
 
+    /// Replaces the fault switch's rules (the fault file's watcher does this; tests may
+    /// too).
+    pub fn set_fault_rules(&self, rules: FaultRules) {
+        *self.faults.lock().unwrap() = rules;
+    }
+
+    /// Messages the fault switch has dropped so far, both ways.
+    pub fn messages_dropped_by_faults(&self) -> u64 {
+        self.fault_drops.load(Ordering::Relaxed)
+    }
+
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// Whether the fault switch cuts messages to `to` (counting each one it drops).
+    fn cut_outbound(&self, to: NodeId) -> bool {
+        let cut = self.faults.lock().unwrap().drops_outbound(to);
+        if cut {
+            self.fault_drops.fetch_add(1, Ordering::Relaxed);
+        }
+        cut
     }
 
     /// The outbox of the connection that carries messages to `to`: the one we opened if
@@ -266,6 +380,7 @@ impl Network {
     fn outboxes(&self, role: Role) -> Vec<Arc<Outbox>> {
         self.connected_nodes(role)
             .into_iter()
+            .filter(|node| !self.cut_outbound(*node))
             .filter_map(|node| self.outbox(node))
             .collect()
     }
@@ -273,6 +388,9 @@ impl Network {
     /// Sends `message` to `to` now; returns false (and drops it) if `to` is not connected
     /// or its outbox is full.
     pub fn send(&self, to: NodeId, message: Message) -> bool {
+        if self.cut_outbound(to) {
+            return true; // lost on a cut link: as silent as a real one
+        }
         match self.outbox(to) {
             Some(outbox) => {
                 let queued = outbox.append_message(&message);
@@ -296,6 +414,9 @@ impl Network {
     /// that sends many messages per batch, so that each peer gets them in one write.
     /// Returns false (and drops it) like [`Network::send`].
     pub fn queue(&self, to: NodeId, message: &Message) -> bool {
+        if self.cut_outbound(to) {
+            return true; // lost on a cut link: as silent as a real one
+        }
         match self.outbox(to) {
             Some(outbox) => {
                 let queued = outbox.append_message(message);
@@ -461,6 +582,9 @@ impl Network {
         let writer = tokio::spawn(write_loop(Arc::clone(&outbox)));
         let result = loop {
             match read_frame(&mut reader).await {
+                Ok(_) if self.faults.lock().unwrap().drops_inbound(remote) => {
+                    self.fault_drops.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(message) => (self.handler)(Inbound::Message(remote, message)),
                 Err(error) => break error,
             }
@@ -485,6 +609,33 @@ impl Network {
         } else {
             Err(result)
         }
+    }
+}
+
+/// Reads the fault file every [`FAULT_FILE_POLL`] and installs its rules; a missing file
+/// means no faults, an unreadable or malformed one keeps the last rules (and says why).
+async fn watch_fault_file(me: NodeId, path: std::path::PathBuf, faults: Arc<Mutex<FaultRules>>) {
+    let mut last_text = None;
+    loop {
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Some(String::new()),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read the fault file");
+                None
+            }
+        };
+        if let Some(text) = text.filter(|text| last_text.as_ref() != Some(text)) {
+            match FaultRules::parse(&text) {
+                Ok(rules) => {
+                    tracing::info!(node = %me, rules = ?text.trim(), "fault switch: new rules");
+                    *faults.lock().unwrap() = rules;
+                }
+                Err(error) => tracing::warn!(path = %path.display(), %error, "bad fault file"),
+            }
+            last_text = Some(text);
+        }
+        tokio::time::sleep(FAULT_FILE_POLL).await;
     }
 }
 
@@ -564,6 +715,94 @@ mod tests {
     use super::*;
     use crate::ballot::Ballot;
     use tokio::sync::mpsc;
+
+    #[test]
+    fn fault_rules_parse_directions_nodes_and_wildcards() {
+        let rules = FaultRules::parse(
+            "# cut acceptor1 off, and stop hearing proposer2\nboth acceptor1\nin proposer2\n\n",
+        )
+        .unwrap();
+        assert!(rules.drops_inbound(NodeId::acceptor(1)));
+        assert!(rules.drops_outbound(NodeId::acceptor(1)));
+        assert!(rules.drops_inbound(NodeId::proposer(2)));
+        assert!(!rules.drops_outbound(NodeId::proposer(2)));
+        assert!(!rules.drops_inbound(NodeId::learner(1)));
+        let everything_out = FaultRules::parse("out *").unwrap();
+        assert!(everything_out.drops_outbound(NodeId::client(1)));
+        assert!(!everything_out.drops_inbound(NodeId::client(1)));
+        assert_eq!(FaultRules::parse("").unwrap(), FaultRules::default());
+        assert!(FaultRules::parse("sideways acceptor1").is_err());
+        assert!(FaultRules::parse("in leader").is_err());
+        assert!(FaultRules::parse("in acceptor1 acceptor2").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_fault_switch_drops_messages_one_way_or_both_until_cleared() {
+        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
+        let (network_a, bound) = Network::start(
+            NodeId::acceptor(1),
+            Some("127.0.0.1:0".parse().unwrap()),
+            &[],
+            Arc::new(move |event| {
+                let _ = sender_a.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        let (network_b, _) = Network::start(
+            NodeId::proposer(1),
+            None,
+            &[bound.unwrap().to_string()],
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        let wait_until = |condition: Box<dyn Fn() -> bool + Send>| async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !condition() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the condition holds in time");
+        };
+        let network = network_b.clone();
+        wait_until(Box::new(move || {
+            !network.connected_nodes(Role::Acceptor).is_empty()
+        }))
+        .await;
+        let confirm = |sequence| Message::Confirm {
+            ballot: Ballot::new(1, 1),
+            sequence,
+        };
+        // B cannot send to A; then A does not hear B; then the link heals.
+        network_b.set_fault_rules(FaultRules::parse("out acceptor1").unwrap());
+        assert!(
+            network_b.send(NodeId::acceptor(1), confirm(1)),
+            "silently lost"
+        );
+        network_b.set_fault_rules(FaultRules::default());
+        network_a.set_fault_rules(FaultRules::parse("in *").unwrap());
+        assert!(network_b.send(NodeId::acceptor(1), confirm(2)));
+        let network = network_a.clone();
+        wait_until(Box::new(move || network.messages_dropped_by_faults() > 0)).await;
+        assert_eq!(network_b.messages_dropped_by_faults(), 1);
+        network_a.set_fault_rules(FaultRules::default());
+        assert!(network_b.send(NodeId::acceptor(1), confirm(3)));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), receiver_a.recv())
+                .await
+                .expect("the healed link delivers")
+                .unwrap()
+            {
+                Inbound::Message(_, message) => {
+                    assert_eq!(message, confirm(3), "messages 1 and 2 were cut");
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
 
     #[tokio::test]
     async fn messages_flow_both_ways_over_one_connection() {

@@ -74,3 +74,60 @@ impl fmt::Display for NodeId {
         write!(formatter, "{}{}", self.role.name(), self.id)
     }
 }
+
+/// A node name that is not `<role><id>` (as `acceptor1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeNameError(pub String);
+
+impl fmt::Display for NodeNameError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{:?} is not a node name such as acceptor1, proposer2, learner1 or client1",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NodeNameError {}
+
+impl std::str::FromStr for NodeId {
+    type Err = NodeNameError;
+
+    /// Parses the names [`NodeId`]'s `Display` writes: `acceptor1`, `client2`, ...
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let error = || NodeNameError(name.to_string());
+        let digits = name
+            .find(|character: char| character.is_ascii_digit())
+            .ok_or_else(error)?;
+        let role = match &name[..digits] {
+            "acceptor" => Role::Acceptor,
+            "proposer" => Role::Proposer,
+            "learner" => Role::Learner,
+            "client" => Role::Client,
+            _ => return Err(error()),
+        };
+        let id = name[digits..].parse().map_err(|_| error())?;
+        Ok(NodeId { role, id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_parse_back_to_their_node() {
+        for node in [
+            NodeId::acceptor(1),
+            NodeId::proposer(12),
+            NodeId::learner(2),
+            NodeId::client(3),
+        ] {
+            assert_eq!(node.to_string().parse::<NodeId>(), Ok(node));
+        }
+        for bad in ["acceptor", "1", "leader1", "acceptor1x", ""] {
+            assert!(bad.parse::<NodeId>().is_err(), "{bad}");
+        }
+    }
+}

@@ -11,11 +11,15 @@
 //! [`Wal::rewrite`] compacts the log: the new records go to a temporary file that is
 //! synced, renamed over the log, and the directory synced, so a crash leaves either the
 //! old log or the new one.
+//!
+//! The log runs over a [`FileSystem`]: the real one ([`Wal::open`]) or a simulated one
+//! ([`Wal::open_in`]) that lets tests crash it at every write and sync point.
 
+use crate::file_system::{create_dir_all_durably, parent_of, FileSystem, LogFile, RealFileSystem};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PAXWAL01";
 const HEADER_BYTES: u64 = 8;
@@ -67,7 +71,8 @@ impl From<io::Error> for WalError {
 /// An open log, positioned at its end.
 pub struct Wal {
     path: PathBuf,
-    file: File,
+    file_system: Arc<dyn FileSystem>,
+    file: Box<dyn LogFile>,
     length_bytes: u64,
     pending: Vec<u8>,
 }
@@ -82,54 +87,45 @@ pub struct Recovered {
     pub truncated_tail_bytes: u64,
 }
 
-fn sync_directory(path: &Path) -> io::Result<()> {
-    let directory = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty());
-    File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
-}
-
 impl Wal {
-    /// Opens the log at `path` (creating it and its directory if needed) and reads back
-    /// every record.
+    /// Opens the log at `path` on the real disk (creating it and its directory if needed)
+    /// and reads back every record.
     pub fn open(path: impl AsRef<Path>) -> Result<Recovered, WalError> {
+        Wal::open_in(Arc::new(RealFileSystem), path)
+    }
+
+    /// Opens the log at `path` in `file_system`, creating it and its directory (durably)
+    /// if needed, and reads back every record.
+    pub fn open_in(
+        file_system: Arc<dyn FileSystem>,
+        path: impl AsRef<Path>,
+    ) -> Result<Recovered, WalError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(directory) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            fs::create_dir_all(directory)?;
-        }
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let directory = parent_of(&path);
+        create_dir_all_durably(file_system.as_ref(), directory)?;
+        let existed = file_system.exists(&path);
+        let mut file = file_system.open(&path)?;
         if !existed {
-            sync_directory(&path)?;
+            file_system.sync_directory(directory)?;
         }
-        let mut contents = Vec::new();
-        file.read_to_end(&mut contents)?;
+        let contents = file.read_all()?;
         let (records, valid_bytes) = parse(&path, &contents)?;
         let mut truncated_tail_bytes = 0;
         if (contents.len() as u64) < HEADER_BYTES {
             // New file, or a crash while writing the magic: start afresh.
             file.set_len(0)?;
-            file.seek(SeekFrom::Start(0))?;
-            file.write_all(MAGIC)?;
-            file.sync_all()?;
+            file.write_at(0, MAGIC)?;
+            file.sync()?;
         } else if valid_bytes < contents.len() as u64 {
             truncated_tail_bytes = contents.len() as u64 - valid_bytes;
             file.set_len(valid_bytes)?;
-            file.sync_all()?;
+            file.sync()?;
         }
         let length_bytes = valid_bytes.max(HEADER_BYTES);
-        file.seek(SeekFrom::Start(length_bytes))?;
         Ok(Recovered {
             wal: Wal {
                 path,
+                file_system,
                 file,
                 length_bytes,
                 pending: Vec::new(),
@@ -160,7 +156,7 @@ impl Wal {
     /// Writes queued records to the operating system without waiting for the disk.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
-            self.file.write_all(&self.pending)?;
+            self.file.write_at(self.length_bytes, &self.pending)?;
             self.length_bytes += self.pending.len() as u64;
             self.pending.clear();
         }
@@ -170,7 +166,7 @@ impl Wal {
     /// Writes queued records and waits until they are on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.file.sync_data()
+        self.file.sync()
     }
 
     /// Size of the log on disk, in bytes.
@@ -195,15 +191,13 @@ impl Wal {
             contents.extend_from_slice(payload);
         }
         {
-            let mut file = File::create(&temporary)?;
-            file.write_all(&contents)?;
-            file.sync_all()?;
+            let mut file = self.file_system.create(&temporary)?;
+            file.write_at(0, &contents)?;
+            file.sync()?;
         }
-        fs::rename(&temporary, &self.path)?;
-        sync_directory(&self.path)?;
-        let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        file.seek(SeekFrom::End(0))?;
-        self.file = file;
+        self.file_system.rename(&temporary, &self.path)?;
+        self.file_system.sync_directory(parent_of(&self.path))?;
+        self.file = self.file_system.open(&self.path)?;
         self.length_bytes = contents.len() as u64;
         Ok(())
     }
@@ -263,6 +257,7 @@ fn parse(path: &Path, contents: &[u8]) -> Result<(Vec<Vec<u8>>, u64), WalError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn reopen(path: &Path) -> Recovered {
         Wal::open(path).expect("log opens")
@@ -320,6 +315,44 @@ mod tests {
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("a corrupt log must not open"),
         }
+    }
+
+    #[test]
+    fn a_rewrite_stopped_at_any_point_leaves_the_old_log_or_the_new_one() {
+        use crate::file_system::{KeepEverything, KeepNothing, SimulatedFileSystem};
+        let path = Path::new("/data/log");
+        let old: Vec<Vec<u8>> = (1..=5u8).map(|byte| vec![byte; 4]).collect();
+        let new = vec![b"snapshot".to_vec()];
+        let mut outcomes = std::collections::BTreeSet::new();
+        for stop_at in 0..16 {
+            let file_system = SimulatedFileSystem::new();
+            let mut wal = Wal::open_in(Arc::new(file_system.clone()), path)
+                .unwrap()
+                .wal;
+            for record in &old {
+                wal.append(record);
+            }
+            wal.sync().unwrap();
+            file_system.stop_after(stop_at);
+            let finished = wal
+                .rewrite(new.iter().map(|record| record.as_slice()))
+                .is_ok();
+            for crashed in [
+                file_system.crash(&mut KeepNothing),
+                file_system.crash(&mut KeepEverything),
+            ] {
+                let records = Wal::open_in(Arc::new(crashed), path).unwrap().records;
+                assert!(
+                    records == old || records == new,
+                    "stopped after {stop_at} operations: {records:?}"
+                );
+                if finished {
+                    assert_eq!(records, new, "a finished rewrite is durable");
+                }
+                outcomes.insert(records == new);
+            }
+        }
+        assert_eq!(outcomes.len(), 2, "both outcomes were reached");
     }
 
     #[test]

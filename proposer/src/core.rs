@@ -70,6 +70,20 @@ impl ProposerOptions {
     }
 }
 
+/// PLANTED BUGS, for the simulation only (feature `planted-bugs`): known ways to break
+/// Paxos that `sim` must catch, so that its checks are shown not to be vacuous.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A new leader re-proposes a value found in phase 1 only if a quorum of the Promises
+    /// reported it, and fills the slot with a no-op otherwise: a value chosen by a quorum
+    /// that overlaps the Promises in one acceptor is lost.
+    SkipValueAcceptedByMinority,
+    /// A leader grants a read index at once, without a quorum confirming that it still
+    /// leads: a deposed leader that has not noticed answers stale strong reads.
+    ReadIndexWithoutConfirmation,
+}
+
 /// What the service must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -198,10 +212,17 @@ pub struct Proposer {
     /// The highest round made durable; ballots use rounds above it after a restart.
     persisted_round: u64,
     highest_ballot_seen: Ballot,
-    /// Every slot `<= decided_prefix` is known decided (by us, or applied by a learner).
+    /// Every slot `<= decided_prefix` was applied by a learner: a new leader's phase 1
+    /// starts after it. Slots this proposer decided itself do not count: a learner may
+    /// never have seen the quorum that chose them (its votes lost, then one of its
+    /// acceptors overwritten by a later leader that re-proposed the same value under a
+    /// higher ballot but did not finish), and then only a new phase 2 of the slot, under
+    /// one ballot, lets learners decide it. Found by the simulation (`sim/`).
     decided_prefix: Slot,
     decided_slot_max: Slot,
     state: State,
+    #[cfg(feature = "planted-bugs")]
+    planted_bug: Option<PlantedBug>,
 }
 
 impl Proposer {
@@ -223,7 +244,15 @@ impl Proposer {
                 last_heard_tick: 0,
                 election_tick,
             },
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
+    }
+
+    /// PLANTED BUG, for the simulation only: makes this proposer misbehave as `bug` says.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: PlantedBug) {
+        self.planted_bug = Some(bug);
     }
 
     /// This proposer's id.
@@ -465,6 +494,8 @@ impl Proposer {
         };
         // Per slot, the value accepted with the highest ballot may have been chosen: it is
         // the only value this leader may propose there.
+        #[cfg(feature = "planted-bugs")]
+        let promises = self.planted_skip_minority_values(promises);
         let mut highest: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
         for entry in promises.into_values().flatten() {
             if entry.slot < from_slot {
@@ -508,6 +539,27 @@ impl Proposer {
         self.send_heartbeat(effects);
     }
 
+    /// The planted bug [`PlantedBug::SkipValueAcceptedByMinority`]: drops every reported
+    /// value fewer than a quorum of the Promises carry, so its slot becomes a no-op.
+    #[cfg(feature = "planted-bugs")]
+    fn planted_skip_minority_values(
+        &self,
+        mut promises: BTreeMap<u32, Vec<AcceptedEntry>>,
+    ) -> BTreeMap<u32, Vec<AcceptedEntry>> {
+        if self.planted_bug != Some(PlantedBug::SkipValueAcceptedByMinority) {
+            return promises;
+        }
+        let mut reports: BTreeMap<(Slot, Ballot), usize> = BTreeMap::new();
+        for entry in promises.values().flatten() {
+            *reports.entry((entry.slot, entry.ballot)).or_default() += 1;
+        }
+        for entries in promises.values_mut() {
+            entries
+                .retain(|entry| reports[&(entry.slot, entry.ballot)] >= self.options.quorum_size);
+        }
+        promises
+    }
+
     fn on_accepted(&mut self, from: NodeId, ballot: Ballot, slot: Slot, effects: &mut Vec<Effect>) {
         let quorum_size = self.options.quorum_size;
         let State::Leader(leadership) = &mut self.state else {
@@ -534,13 +586,6 @@ impl Proposer {
                 },
             });
         }
-        let first_undecided = leadership
-            .in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(leadership.next_slot);
-        self.decided_prefix = self.decided_prefix.max(first_undecided - 1);
         self.decided_slot_max = self.decided_slot_max.max(slot);
         self.propose_queued(effects);
     }
@@ -677,6 +722,19 @@ impl Proposer {
             read_id,
             reply_to: from,
         };
+        #[cfg(feature = "planted-bugs")]
+        if let (Some(PlantedBug::ReadIndexWithoutConfirmation), State::Leader(leadership)) =
+            (self.planted_bug, &self.state)
+        {
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::ReadIndexGranted {
+                    read_id,
+                    slot: leadership.next_slot - 1,
+                },
+            });
+            return;
+        }
         match &mut self.state {
             State::Leader(leadership) => {
                 leadership.waiting_reads.push(read);
@@ -920,6 +978,73 @@ mod tests {
             Effect::PersistRound(1),
             "durable before Prepare leaves"
         );
+    }
+
+    #[test]
+    fn a_leader_covers_in_its_next_phase_one_the_slots_it_decided_but_no_learner_applied() {
+        let mut proposer = proposer(1);
+        let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
+        let client = NodeId::client(1);
+        proposer.handle(
+            client,
+            Message::Write {
+                command: command(1, "k", "v"),
+                client,
+            },
+        );
+        for acceptor in 1..=2 {
+            proposer.handle(
+                NodeId::acceptor(acceptor),
+                Message::Accepted { ballot, slot: 1 },
+            );
+        }
+        assert_eq!(
+            proposer.status(),
+            RoleStatus::Proposer {
+                state: ProposerState::Leader,
+                ballot,
+                leader: Some(1),
+                decided_slot_max: 1
+            }
+        );
+        // Deposed before any learner reported slot 1 applied.
+        proposer.handle(
+            NodeId::acceptor(3),
+            Message::Rejected {
+                ballot,
+                promised: Ballot::new(ballot.round + 1, 2),
+            },
+        );
+        let (_, from_slot, _) = tick_until_candidate(&mut proposer);
+        assert_eq!(
+            from_slot, 1,
+            "slot 1 may be unlearnable from the votes as they stand: phase 1 covers it"
+        );
+        // Once a learner applied it, phase 1 starts after it.
+        proposer.handle(
+            NodeId::learner(1),
+            Message::LearnerProgress { applied_slot: 1 },
+        );
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Rejected {
+                ballot: Ballot::new(ballot.round + 2, 1),
+                promised: Ballot::new(ballot.round + 3, 2),
+            },
+        );
+        for _ in 0..1000 {
+            for effect in proposer.tick() {
+                if let Effect::Broadcast {
+                    message: Message::Prepare { from_slot, .. },
+                    ..
+                } = effect
+                {
+                    assert_eq!(from_slot, 2);
+                    return;
+                }
+            }
+        }
+        panic!("no second election");
     }
 
     #[test]

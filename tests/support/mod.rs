@@ -38,6 +38,8 @@ pub struct TestCluster {
     pub layout: Layout,
     pub data: tempfile::TempDir,
     nodes: Vec<NodePlan>,
+    /// Extra environment variables per node name, on top of the layout's.
+    extra_environment: Vec<(String, String, String)>,
     children: Mutex<HashMap<String, Child>>,
     pub http: reqwest::Client,
     pub base_url: String,
@@ -72,9 +74,10 @@ impl TestCluster {
         Self::start_configured(acceptors, &[]).await
     }
 
-    /// Starts the cluster with `environment` added to every node's variables (each role
-    /// reads only its own).
-    pub async fn start_configured(acceptors: u32, environment: &[(&str, &str)]) -> TestCluster {
+    /// Starts `acceptors` acceptors and the default rest, with extra environment variables
+    /// per node: `(node name, variable, value)`; the node name `*` means every node (each
+    /// role reads only its own variables).
+    pub async fn start_configured(acceptors: u32, extra: &[(&str, &str, &str)]) -> TestCluster {
         let data = tempfile::tempdir().expect("a temporary directory");
         let mut layout = None;
         for attempt in 0..50u32 {
@@ -93,17 +96,16 @@ impl TestCluster {
             assert!(attempt < 49, "no free ports found");
         }
         let layout = layout.expect("ports chosen");
-        let mut nodes = layout.nodes();
-        for node in &mut nodes {
-            for (name, value) in environment {
-                node.environment.push((name.to_string(), value.to_string()));
-            }
-        }
+        let nodes = layout.nodes();
         let base_url = format!("http://127.0.0.1:{}", layout.client_port);
         let cluster = TestCluster {
             layout,
             data,
             nodes,
+            extra_environment: extra
+                .iter()
+                .map(|(node, key, value)| (node.to_string(), key.to_string(), value.to_string()))
+                .collect(),
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -145,6 +147,13 @@ impl TestCluster {
             .command(std::path::Path::new(env!("CARGO_BIN_EXE_paxos")));
         command
             .env("LOG_LEVEL", "info")
+            .env(common::network::FAULT_FILE_VARIABLE, self.fault_file(name))
+            .envs(
+                self.extra_environment
+                    .iter()
+                    .filter(|(node, _, _)| node == name || node == "*")
+                    .map(|(_, key, value)| (key, value)),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         let child = command.spawn().expect("the paxos binary starts");
@@ -184,6 +193,45 @@ impl TestCluster {
 
     pub fn resume(&self, name: &str) {
         self.signal(name, libc::SIGCONT);
+    }
+
+    /// The fault file `name`'s network reads (see `common::network::FAULT_FILE_VARIABLE`).
+    pub fn fault_file(&self, name: &str) -> PathBuf {
+        self.data.path().join(format!("{name}.faults"))
+    }
+
+    /// Replaces `name`'s fault rules ("both acceptor1", "in *", ...; "" for none). The
+    /// node applies them within about 50 ms.
+    pub fn set_fault_rules(&self, name: &str, rules: &str) {
+        let path = self.fault_file(name);
+        let staging = path.with_extension("faults-new");
+        std::fs::write(&staging, rules).unwrap();
+        std::fs::rename(&staging, &path).unwrap();
+    }
+
+    /// Cuts `name` off from every node, both ways.
+    pub fn isolate(&self, name: &str) {
+        self.set_fault_rules(name, "both *");
+    }
+
+    /// Cuts every link between a node of `side` and a node outside it, both ways.
+    pub fn split(&self, side: &[String]) {
+        for name in self.node_names() {
+            let rules: Vec<String> = self
+                .node_names()
+                .into_iter()
+                .filter(|other| side.contains(&name) != side.contains(other))
+                .map(|other| format!("both {other}"))
+                .collect();
+            self.set_fault_rules(&name, &rules.join("\n"));
+        }
+    }
+
+    /// Removes every fault rule.
+    pub fn heal_network(&self) {
+        for name in self.node_names() {
+            self.set_fault_rules(&name, "");
+        }
     }
 
     pub fn is_running(&self, name: &str) -> bool {
