@@ -27,7 +27,7 @@ use crate::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -279,6 +279,8 @@ pub struct Network {
     faults: Arc<Mutex<FaultRules>>,
     /// Messages the fault switch dropped, both ways.
     fault_drops: Arc<AtomicU64>,
+    /// Whether a fault switch is in use at all, so that production sends skip its lock.
+    faults_active: Arc<AtomicBool>,
 }
 
 impl Network {
@@ -298,6 +300,9 @@ impl Network {
             dirty: Arc::new(Mutex::new(Vec::new())),
             faults: Arc::new(Mutex::new(FaultRules::default())),
             fault_drops: Arc::new(AtomicU64::new(0)),
+            faults_active: Arc::new(AtomicBool::new(
+                std::env::var_os(FAULT_FILE_VARIABLE).is_some(),
+            )),
         };
         if let Some(path) = std::env::var_os(FAULT_FILE_VARIABLE) {
             tokio::spawn(watch_fault_file(
@@ -342,6 +347,7 @@ impl Network {
     /// Replaces the fault switch's rules (the fault file's watcher does this; tests may
     /// too).
     pub fn set_fault_rules(&self, rules: FaultRules) {
+        self.faults_active.store(true, Ordering::Relaxed);
         *self.faults.lock().unwrap() = rules;
     }
 
@@ -357,7 +363,8 @@ impl Network {
 
     /// Whether the fault switch cuts messages to `to` (counting each one it drops).
     fn cut_outbound(&self, to: NodeId) -> bool {
-        let cut = self.faults.lock().unwrap().drops_outbound(to);
+        let cut = self.faults_active.load(Ordering::Relaxed)
+            && self.faults.lock().unwrap().drops_outbound(to);
         if cut {
             self.fault_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -582,7 +589,10 @@ impl Network {
         let writer = tokio::spawn(write_loop(Arc::clone(&outbox)));
         let result = loop {
             match read_frame(&mut reader).await {
-                Ok(_) if self.faults.lock().unwrap().drops_inbound(remote) => {
+                Ok(_)
+                    if self.faults_active.load(Ordering::Relaxed)
+                        && self.faults.lock().unwrap().drops_inbound(remote) =>
+                {
                     self.fault_drops.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(message) => (self.handler)(Inbound::Message(remote, message)),
