@@ -293,6 +293,31 @@ impl FaultCounts {
     }
 }
 
+impl fmt::Display for FaultCounts {
+    /// The one-line summary the soak command and the seed test print.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} = {} dropped, {} duplicated, {} delayed messages, {} partitions ({} messages \
+             cut, {} held), {} crashes ({} right after a promise, {} client API restarts, {} \
+             learner tails lost), {} pauses ({} of the leader)",
+            self.total(),
+            self.dropped,
+            self.duplicated,
+            self.delayed,
+            self.partitions,
+            self.cut_messages,
+            self.held_messages,
+            self.crashes,
+            self.crashes_after_promise,
+            self.client_restarts,
+            self.learner_tails_lost,
+            self.pauses,
+            self.leader_pauses
+        )
+    }
+}
+
 /// What a run did.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Report {

@@ -170,24 +170,7 @@ fn soak(first_seed: u64, seeds: u64, steps: u64, threads: Option<usize>) -> Exit
         totals.ticks,
         totals.messages
     );
-    println!(
-        "faults injected: {} total = {} dropped, {} duplicated, {} delayed messages, {} \
-         partitions ({} messages cut, {} held), {} crashes ({} right after a promise, {} client \
-         API restarts, {} learner tails lost), {} pauses ({} of the leader)",
-        faults.total(),
-        faults.dropped,
-        faults.duplicated,
-        faults.delayed,
-        faults.partitions,
-        faults.cut_messages,
-        faults.held_messages,
-        faults.crashes,
-        faults.crashes_after_promise,
-        faults.client_restarts,
-        faults.learner_tails_lost,
-        faults.pauses,
-        faults.leader_pauses
-    );
+    println!("faults injected: {faults}");
     println!(
         "operations: {} writes acknowledged, {} of unknown outcome, {} reads; {} leader changes; \
          slowest recovery after healing: {} ticks",

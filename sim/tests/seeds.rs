@@ -91,24 +91,7 @@ fn thousands_of_seeded_runs_under_faults_keep_every_property() {
         sum(|report| report.leader_changes),
         sum(|report| report.chosen_slots),
     );
-    eprintln!(
-        "faults injected: {} = {} dropped, {} duplicated, {} delayed, {} partitions ({} messages \
-         cut, {} held), {} crashes ({} right after a promise, {} client API restarts, {} learner \
-         tails lost), {} pauses ({} of the leader)",
-        faults.total(),
-        faults.dropped,
-        faults.duplicated,
-        faults.delayed,
-        faults.partitions,
-        faults.cut_messages,
-        faults.held_messages,
-        faults.crashes,
-        faults.crashes_after_promise,
-        faults.client_restarts,
-        faults.learner_tails_lost,
-        faults.pauses,
-        faults.leader_pauses
-    );
+    eprintln!("faults injected: {faults}");
     eprintln!(
         "operations: {} writes acknowledged, {} of unknown outcome, {} strong, {} session and {} \
          eventual reads; slowest completion after faults stopped: {} ticks (bound {})",
