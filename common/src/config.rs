@@ -87,11 +87,7 @@ fn positive_milliseconds(
     variable: &'static str,
     default: u64,
 ) -> Result<u64, ConfigError> {
-    let value: u64 = parsed(lookup, variable, Some(default))?;
-    if value == 0 {
-        return Err(error(variable, "must be at least 1 millisecond"));
-    }
-    Ok(value)
+    positive(lookup, variable, default, "must be at least 1 millisecond")
 }
 
 fn at_least_one(
@@ -99,9 +95,19 @@ fn at_least_one(
     variable: &'static str,
     default: u64,
 ) -> Result<u64, ConfigError> {
+    positive(lookup, variable, default, "must be at least 1")
+}
+
+/// A count or duration that 0 would make meaningless; `problem` says so in its unit.
+fn positive(
+    lookup: &dyn Lookup,
+    variable: &'static str,
+    default: u64,
+    problem: &str,
+) -> Result<u64, ConfigError> {
     let value: u64 = parsed(lookup, variable, Some(default))?;
     if value == 0 {
-        return Err(error(variable, "must be at least 1"));
+        return Err(error(variable, problem));
     }
     Ok(value)
 }
