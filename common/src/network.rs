@@ -726,6 +726,39 @@ mod tests {
     use crate::ballot::Ballot;
     use tokio::sync::mpsc;
 
+    /// An acceptor listening on 127.0.0.1 and a proposer dialling it, each with a channel
+    /// of the events its network hands to the node.
+    async fn acceptor_and_proposer() -> (
+        Network,
+        mpsc::UnboundedReceiver<Inbound>,
+        Network,
+        mpsc::UnboundedReceiver<Inbound>,
+    ) {
+        let (sender_a, receiver_a) = mpsc::unbounded_channel();
+        let (sender_b, receiver_b) = mpsc::unbounded_channel();
+        let (network_a, bound) = Network::start(
+            NodeId::acceptor(1),
+            Some("127.0.0.1:0".parse().unwrap()),
+            &[],
+            Arc::new(move |event| {
+                let _ = sender_a.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        let (network_b, _) = Network::start(
+            NodeId::proposer(1),
+            None,
+            &[bound.unwrap().to_string()],
+            Arc::new(move |event| {
+                let _ = sender_b.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        (network_a, receiver_a, network_b, receiver_b)
+    }
+
     #[test]
     fn fault_rules_parse_directions_nodes_and_wildcards() {
         let rules = FaultRules::parse(
@@ -748,25 +781,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_fault_switch_drops_messages_one_way_or_both_until_cleared() {
-        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
-        let (network_a, bound) = Network::start(
-            NodeId::acceptor(1),
-            Some("127.0.0.1:0".parse().unwrap()),
-            &[],
-            Arc::new(move |event| {
-                let _ = sender_a.send(event);
-            }),
-        )
-        .await
-        .unwrap();
-        let (network_b, _) = Network::start(
-            NodeId::proposer(1),
-            None,
-            &[bound.unwrap().to_string()],
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap();
+        let (network_a, mut receiver_a, network_b, _) = acceptor_and_proposer().await;
         let wait_until = |condition: Box<dyn Fn() -> bool + Send>| async move {
             tokio::time::timeout(Duration::from_secs(10), async {
                 while !condition() {
@@ -816,28 +831,7 @@ mod tests {
 
     #[tokio::test]
     async fn messages_flow_both_ways_over_one_connection() {
-        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
-        let (sender_b, mut receiver_b) = mpsc::unbounded_channel();
-        let (network_a, bound) = Network::start(
-            NodeId::acceptor(1),
-            Some("127.0.0.1:0".parse().unwrap()),
-            &[],
-            Arc::new(move |event| {
-                let _ = sender_a.send(event);
-            }),
-        )
-        .await
-        .unwrap();
-        let (network_b, _) = Network::start(
-            NodeId::proposer(1),
-            None,
-            &[bound.unwrap().to_string()],
-            Arc::new(move |event| {
-                let _ = sender_b.send(event);
-            }),
-        )
-        .await
-        .unwrap();
+        let (network_a, mut receiver_a, network_b, mut receiver_b) = acceptor_and_proposer().await;
         match receiver_b.recv().await.unwrap() {
             Inbound::Connected(node) => assert_eq!(node, NodeId::acceptor(1)),
             other => panic!("unexpected {other:?}"),
