@@ -97,6 +97,17 @@ pub enum Effect {
         /// The message.
         message: Message,
     },
+    /// The answer to a write a follower forwarded: send `message` to the client API
+    /// `client` directly if it is connected, else to `relay` (that follower), which passes
+    /// it on. The direct path saves a hop and tells the client API who really leads.
+    Answer {
+        /// The client API waiting for the answer.
+        client: NodeId,
+        /// The follower that forwarded the write.
+        relay: NodeId,
+        /// `WriteDecided` or `WriteRefused`.
+        message: Message,
+    },
     /// Send `message` to every connected node of `role`.
     Broadcast {
         /// The receivers' role.
@@ -114,6 +125,24 @@ struct PendingWrite {
     reply_to: NodeId,
     /// The client API waiting for the answer.
     client: NodeId,
+}
+
+impl PendingWrite {
+    /// The effect that delivers `message`, this write's answer, to its client API.
+    fn answer(&self, message: Message) -> Effect {
+        if self.reply_to == self.client {
+            Effect::Send {
+                to: self.client,
+                message,
+            }
+        } else {
+            Effect::Answer {
+                client: self.client,
+                relay: self.reply_to,
+                message,
+            }
+        }
+    }
 }
 
 /// A read-index request waiting for a confirmation round.
@@ -419,14 +448,11 @@ impl Proposer {
                 .flat_map(|slot| slot.writes)
                 .chain(queue);
             for write in writes {
-                effects.push(Effect::Send {
-                    to: write.reply_to,
-                    message: Message::WriteRefused {
-                        request_id: write.command.request_id,
-                        leader_hint,
-                        client: write.client,
-                    },
-                });
+                effects.push(write.answer(Message::WriteRefused {
+                    request_id: write.command.request_id,
+                    leader_hint,
+                    client: write.client,
+                }));
             }
             let reads = confirm_round
                 .into_iter()
@@ -577,14 +603,11 @@ impl Proposer {
         }
         let decided = leadership.in_flight.remove(&slot).expect("present above");
         for write in decided.writes {
-            effects.push(Effect::Send {
-                to: write.reply_to,
-                message: Message::WriteDecided {
-                    request_id: write.command.request_id,
-                    slot,
-                    client: write.client,
-                },
-            });
+            effects.push(write.answer(Message::WriteDecided {
+                request_id: write.command.request_id,
+                slot,
+                client: write.client,
+            }));
         }
         self.decided_slot_max = self.decided_slot_max.max(slot);
         self.propose_queued(effects);
@@ -1121,6 +1144,40 @@ mod tests {
             )]
         );
         assert!(sent(&proposer.handle(NodeId::acceptor(3), vote)).is_empty());
+    }
+
+    #[test]
+    fn a_leader_answers_a_forwarded_write_to_the_client_with_the_follower_as_relay() {
+        let mut proposer = proposer(1);
+        let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
+        let client = NodeId::client(1);
+        let follower = NodeId::proposer(2);
+        proposer.handle(
+            follower,
+            Message::Write {
+                command: command(4, "k", "v"),
+                client,
+            },
+        );
+        let mut effects = Vec::new();
+        for acceptor in 1..=2 {
+            effects.extend(proposer.handle(
+                NodeId::acceptor(acceptor),
+                Message::Accepted { ballot, slot: 1 },
+            ));
+        }
+        assert_eq!(
+            effects,
+            vec![Effect::Answer {
+                client,
+                relay: follower,
+                message: Message::WriteDecided {
+                    request_id: RequestId(4),
+                    slot: 1,
+                    client
+                }
+            }]
+        );
     }
 
     #[test]

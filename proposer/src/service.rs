@@ -6,7 +6,7 @@ use anyhow::Context;
 use common::config::ProposerConfig;
 use common::message::{Message, NodeStatus};
 use common::network::{Inbound, Network};
-use common::node::{NodeId, Role};
+use common::node::NodeId;
 use common::wal::Wal;
 use common::TICK_MILLISECONDS;
 use std::net::SocketAddr;
@@ -227,21 +227,15 @@ fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>
                 }
             }
             Effect::Send { to, message } => {
-                // The answer to a write a follower forwarded goes back through that
-                // follower, which only relays it to the client API. When this proposer is
-                // connected to that client API too (it always is in the usual topology),
-                // the answer goes there directly: one hop less, and the client API learns
-                // which proposer really leads, so its next writes skip the follower.
-                let direct = match &message {
-                    Message::WriteDecided { client, .. } | Message::WriteRefused { client, .. }
-                        if to.role == Role::Proposer =>
-                    {
-                        network.queue(*client, &message)
-                    }
-                    _ => false,
-                };
-                if !direct {
-                    network.queue(to, &message);
+                network.queue(to, &message);
+            }
+            Effect::Answer {
+                client,
+                relay,
+                message,
+            } => {
+                if !network.queue(client, &message) {
+                    network.queue(relay, &message);
                 }
             }
             Effect::Broadcast { role, message } => network.queue_broadcast_to(role, &message),

@@ -517,6 +517,10 @@ impl<'a> World<'a> {
                     self.proposers.get_mut(&id).unwrap().durable_round = round;
                 }
                 ProposerEffect::Send { to, message } => self.send(me, to, message),
+                // Client API nodes are connected to every proposer, as in the services.
+                ProposerEffect::Answer {
+                    client, message, ..
+                } => self.send(me, client, message),
                 ProposerEffect::Broadcast { role, message } => self.broadcast(me, role, message),
             }
         }
