@@ -329,7 +329,7 @@ impl Cluster {
             last_tried = Some(proposer.id);
             let (key, message) = attempt();
             let mut registration = self.mailbox.register(key, proposer);
-            if !self.network.send(proposer, message) {
+            if !self.network.send_soon(proposer, message) {
                 attempts.unsent += 1;
                 pause_before_retry(deadline).await;
                 continue;
@@ -430,7 +430,7 @@ impl Cluster {
                 key: key.to_string(),
                 min_slot,
             };
-            if !self.network.send(learner, read) {
+            if !self.network.send_soon(learner, read) {
                 attempts.unsent += 1;
                 pause_before_retry(deadline).await;
                 continue;

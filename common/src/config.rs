@@ -251,6 +251,10 @@ pub struct ProposerConfig {
     /// DATA_DIR (default paxos-data/proposer<ID>): the highest round used, so a restarted
     /// proposer never reuses a ballot.
     pub data_dir: PathBuf,
+    /// MAX_SLOTS_IN_FLIGHT (default 32): slots the leader may have in phase 2 at once.
+    pub max_slots_in_flight: u64,
+    /// MAX_BATCH_COMMANDS (default 1024): client writes the leader may put in one slot.
+    pub max_batch_commands: u64,
 }
 
 impl ProposerConfig {
@@ -282,6 +286,8 @@ impl ProposerConfig {
             heartbeat_interval_milliseconds,
             leader_timeout_milliseconds,
             data_dir: data_dir(lookup, format!("proposer{id}")),
+            max_slots_in_flight: at_least_one(lookup, "MAX_SLOTS_IN_FLIGHT", 32)?,
+            max_batch_commands: at_least_one(lookup, "MAX_BATCH_COMMANDS", 1024)?,
         })
     }
 }

@@ -136,6 +136,23 @@ impl Outbox {
         true
     }
 
+    /// Appends one message and, unless someone is writing already, makes the writer task
+    /// the writer: it writes after yielding once, so that other tasks can append first.
+    fn append_and_hand_to_writer(&self, message: &Message) -> bool {
+        let wake_writer = {
+            let mut state = self.state.lock().unwrap();
+            if state.closed || state.pending.len() > OUTBOX_LIMIT_BYTES {
+                return false;
+            }
+            encode_frame(message, &mut state.pending);
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if wake_writer {
+            self.writer_needed.notify_one();
+        }
+        true
+    }
+
     /// Writes what is pending from this thread, without blocking; hands any rest to the
     /// writer task. Does nothing if someone else is writing (they will write it).
     fn flush(&self) {
@@ -408,6 +425,22 @@ impl Network {
         }
     }
 
+    /// Sends `message` to `to` soon: it is queued, and the connection's writer task writes
+    /// it after the tasks ready now have run, together with whatever they queue meanwhile.
+    /// For many concurrent tasks that each send one message (the client API's requests):
+    /// one `write` carries the messages of all of them instead of one each. Call it from
+    /// within the Tokio runtime that runs the network. Returns false (and drops the message)
+    /// like [`Network::send`].
+    pub fn send_soon(&self, to: NodeId, message: Message) -> bool {
+        if self.cut_outbound(to) {
+            return true; // lost on a cut link: as silent as a real one
+        }
+        match self.outbox(to) {
+            Some(outbox) => outbox.append_and_hand_to_writer(&message),
+            None => false,
+        }
+    }
+
     /// Sends `message` to every connected node of `role`.
     pub fn broadcast(&self, role: Role, message: &Message) {
         let outboxes = self.queue_broadcast(role, message);
@@ -671,6 +704,8 @@ fn detect_silent_peer(stream: &TcpStream) -> io::Result<()> {
 async fn write_loop(outbox: Arc<Outbox>) {
     loop {
         outbox.writer_needed.notified().await;
+        // Tasks woken together with this one append before it writes (see `send_soon`).
+        tokio::task::yield_now().await;
         loop {
             let bytes = {
                 let mut state = outbox.state.lock().unwrap();
@@ -865,6 +900,66 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(network_b.peer_statuses()[0].connected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_sent_soon_by_many_tasks_all_arrive_each_task_in_order() {
+        let (network_a, mut receiver_a, network_b, mut receiver_b) = acceptor_and_proposer().await;
+        assert!(matches!(
+            receiver_b.recv().await.unwrap(),
+            Inbound::Connected(_)
+        ));
+        let network_b = Arc::new(network_b);
+        const TASKS: u64 = 64;
+        const PER_TASK: u64 = 200;
+        let mut tasks = Vec::new();
+        for task in 0..TASKS {
+            let network = Arc::clone(&network_b);
+            tasks.push(tokio::spawn(async move {
+                for sequence in 0..PER_TASK {
+                    let message = Message::Read {
+                        read_id: task * PER_TASK + sequence,
+                        key: "k".repeat(100),
+                        min_slot: sequence,
+                    };
+                    // Direct sends interleave with deferred ones on the same connection.
+                    if sequence % 7 == 0 {
+                        assert!(network.send(NodeId::acceptor(1), message));
+                    } else {
+                        assert!(network.send_soon(NodeId::acceptor(1), message));
+                    }
+                    if sequence % 10 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut next = vec![0u64; TASKS as usize];
+        let mut received = 0;
+        while received < TASKS * PER_TASK {
+            let event = tokio::time::timeout(Duration::from_secs(10), receiver_a.recv())
+                .await
+                .expect("every message arrives")
+                .unwrap();
+            match event {
+                Inbound::Connected(_) => {}
+                Inbound::Message(_, Message::Read { read_id, .. }) => {
+                    let task = (read_id / PER_TASK) as usize;
+                    assert_eq!(
+                        read_id % PER_TASK,
+                        next[task],
+                        "a task's messages stay in order"
+                    );
+                    next[task] += 1;
+                    received += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(network_a);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

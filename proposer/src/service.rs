@@ -100,6 +100,8 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         milliseconds_to_ticks(config.leader_timeout_milliseconds),
     );
     options.seed = rand::random();
+    options.max_slots_in_flight = config.max_slots_in_flight as usize;
+    options.max_batch_commands = config.max_batch_commands as usize;
     let me = NodeId::proposer(config.id);
     let (sender, inbox) = mpsc::channel::<Inbound>();
     let listen: SocketAddr = config
