@@ -1,9 +1,9 @@
 //! The acceptor process: the [`Acceptor`] core wired to the network and the disk.
 //!
-//! The network's handler pushes every inbound event into a channel. One driver thread takes
-//! the events in batches (all that are queued, up to [`BATCH_MESSAGES_MAX`]), hands each to
-//! the core, then carries out the effects of the whole batch in the order that makes the
-//! protocol safe: every `Persist` is appended to the log, the log is synced once (group
+//! The network and the driver share one thread (see [`common::event_loop`]). The loop
+//! hands the core the inbound events in batches (all that are queued, up to
+//! [`BATCH_MESSAGES_MAX`]), then the driver carries out the effects of the whole batch in
+//! the order that makes the protocol safe: every `Persist` is appended to the log, the log is synced once (group
 //! commit: one fsync for the batch), and only then is any message sent. So no proposer or
 //! learner ever hears of a promise or vote that a crash could undo.
 //!
@@ -23,20 +23,16 @@ use anyhow::Context;
 use common::config::AcceptorConfig;
 use common::file_system::{FileSystem, RealFileSystem};
 use common::message::{Message, NodeStatus};
-use common::network::{Inbound, InboundHandler, Network};
+use common::event_loop::{self, Driver, LoopOptions, NodeThread};
+use common::network::{Inbound, Network};
 use common::node::{NodeId, Role};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most inbound events the driver handles before it syncs and sends: bounds the delay
 /// of the first answer of a batch while still sharing one fsync among many messages.
 pub const BATCH_MESSAGES_MAX: usize = 4096;
-
-/// How long the network is given to close its sockets on [`Handle::shutdown`].
-const NETWORK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs acceptor `config.id` until the process is killed. Returns an error if it cannot
 /// start (bad listen address, unreadable log directory) or if its driver stops (a broken
@@ -63,51 +59,48 @@ pub async fn start_in(
         .parse()
         .with_context(|| format!("acceptor listen address {:?} is not ip:port", config.listen))?;
     let (acceptor, storage) = recover(&config, file_system).await?;
-    let (sender, receiver) = mpsc::channel();
-    let handler: InboundHandler = Arc::new(move |event| {
-        // Fails only once the driver has stopped, when nothing needs the event.
-        let _ = sender.send(event);
-    });
-    let (runtime, network, address) = start_network(me, listen, handler).await?;
+    let loop_options = LoopOptions {
+        // The acceptor has no timers: the tick only bounds how long it takes to notice a
+        // shutdown.
+        tick: Duration::from_millis(common::TICK_MILLISECONDS),
+        max_catch_up_ticks: 1,
+        max_batch_events: BATCH_MESSAGES_MAX,
+    };
+    let recovered_slots = acceptor.accepted_slot_count();
+    let promised_ballot = acceptor.promised_ballot();
+    let truncated_tail_bytes = storage.as_ref().map_or(0, Storage::truncated_tail_bytes);
+    let log_path = storage.as_ref().map(|storage| storage.path().to_path_buf());
+    let node = event_loop::start(me, Some(listen), Vec::new(), loop_options, move |network| {
+        AcceptorDriver {
+            me,
+            acceptor,
+            storage,
+            network,
+            outgoing: Vec::new(),
+            persisted_records: 0,
+        }
+    })
+    .await?;
+    let address = node
+        .address()
+        .expect("the network returns the address it listens on");
     tracing::info!(
         acceptor = config.id,
         listen = %address,
         data_dir = %config.data_dir.display(),
-        promised_ballot = %acceptor.promised_ballot(),
-        accepted_slots = acceptor.accepted_slot_count(),
-        truncated_tail_bytes = storage.as_ref().map_or(0, Storage::truncated_tail_bytes),
+        %promised_ballot,
+        accepted_slots = recovered_slots,
+        truncated_tail_bytes,
         "acceptor started"
     );
-    if let Some(storage) = storage
-        .as_ref()
-        .filter(|storage| storage.truncated_tail_bytes() > 0)
-    {
+    if let (true, Some(log)) = (truncated_tail_bytes > 0, log_path) {
         tracing::warn!(
-            truncated_tail_bytes = storage.truncated_tail_bytes(),
-            log = %storage.path().display(),
+            truncated_tail_bytes,
+            log = %log.display(),
             "truncated a torn tail of the log (an append cut by a crash, never acknowledged)"
         );
     }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let driver = Driver {
-        me,
-        acceptor,
-        storage,
-        network,
-        inbound: receiver,
-        stop: stop.clone(),
-    };
-    let driver = std::thread::Builder::new()
-        .name(format!("{me}-driver"))
-        .spawn(move || driver.run())
-        .context("starting the acceptor's driver thread")?;
-    Ok(Handle {
-        address,
-        stop,
-        driver: Some(driver),
-        runtime,
-    })
+    Ok(Handle { address, node })
 }
 
 /// Opens the log and replays it. A corrupt log is never a fresh start (an acceptor that
@@ -145,59 +138,11 @@ async fn recover(
     }
 }
 
-/// Starts the network on a runtime of its own, so that stopping the acceptor closes its
-/// listener and connections, as a crash would, and a restart can bind the same port.
-async fn start_network(
-    me: NodeId,
-    listen: SocketAddr,
-    handler: InboundHandler,
-) -> anyhow::Result<(NetworkRuntime, Network, SocketAddr)> {
-    let runtime = NetworkRuntime(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("{me}-network"))
-            .enable_all()
-            .build()
-            .context("starting the acceptor's network runtime")?,
-    ));
-    let (network, bound) = runtime
-        .handle()
-        .spawn(async move { Network::start(me, Some(listen), &[], handler).await })
-        .await
-        .context("starting the acceptor's network")?
-        .with_context(|| format!("acceptor cannot listen on {listen}"))?;
-    let address = bound.expect("the network returns the address it listens on");
-    Ok((runtime, network, address))
-}
-
 /// A running acceptor. Dropping it (or [`Handle::shutdown`]) stops the driver and closes
 /// the network, as a crash would: everything acknowledged is already on disk.
 pub struct Handle {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    driver: Option<JoinHandle<()>>,
-    runtime: NetworkRuntime,
-}
-
-/// The network's runtime; dropping it stops every connection without blocking, which is
-/// allowed even inside another runtime (a plain `Runtime` panics when dropped there).
-struct NetworkRuntime(Option<tokio::runtime::Runtime>);
-
-impl NetworkRuntime {
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("the runtime is taken only on shutdown")
-            .handle()
-    }
-}
-
-impl Drop for NetworkRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
+    node: NodeThread,
 }
 
 impl Handle {
@@ -207,66 +152,32 @@ impl Handle {
     }
 
     /// Stops the acceptor and waits until its driver has ended and its sockets are closed.
-    pub async fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Release);
-        let driver = self.driver.take();
-        let runtime = self.runtime.0.take();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(driver) = driver {
-                let _ = driver.join();
-            }
-            if let Some(runtime) = runtime {
-                runtime.shutdown_timeout(NETWORK_SHUTDOWN_TIMEOUT);
-            }
-        })
-        .await;
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
     }
 
     /// Waits until the driver stops, which it does only on shutdown or when an invariant
     /// assertion fails (an error).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        let Some(driver) = self.driver.take() else {
-            return Ok(());
-        };
-        let outcome = tokio::task::spawn_blocking(move || driver.join())
-            .await
-            .context("waiting for the acceptor's driver")?;
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                tracing::error!(reason, "the acceptor's driver stopped");
-                anyhow::bail!("the acceptor's driver stopped: {reason}")
-            }
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let outcome = self.node.wait().await;
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "the acceptor's driver stopped");
         }
+        outcome
     }
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(driver) = self.driver.take() {
-            // The driver notices the flag within one tick; joining keeps the log closed
-            // before anyone (a restart in a test) reopens it.
-            let _ = driver.join();
-        }
-        // The network runtime then shuts down as `self.runtime` drops.
-    }
-}
-
-/// Owns the core, the log and the network handle; runs on its own thread.
-struct Driver {
+/// The core, its log and the network, driven by [`common::event_loop::run`].
+struct AcceptorDriver {
     me: NodeId,
     acceptor: Acceptor,
     /// None while the acceptor refuses to vote (a corrupt log): it persists nothing.
     storage: Option<Storage>,
     network: Network,
-    inbound: mpsc::Receiver<Inbound>,
-    stop: Arc<AtomicBool>,
+    /// Messages of the batch, to send once it is durable.
+    outgoing: Vec<Outgoing>,
+    /// Records of the batch appended to the log, not yet synced.
+    persisted_records: usize,
 }
 
 /// A message to send once the batch is durable.
@@ -275,36 +186,16 @@ enum Outgoing {
     Learners(Message),
 }
 
-impl Driver {
-    fn run(mut self) {
-        // The acceptor has no timers: the tick only bounds how long the driver takes to
-        // notice a shutdown.
-        let tick = Duration::from_millis(common::TICK_MILLISECONDS);
-        let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
-        while !self.stop.load(Ordering::Acquire) {
-            match self.inbound.recv_timeout(tick) {
-                Ok(event) => batch.push(event),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            while batch.len() < BATCH_MESSAGES_MAX {
-                match self.inbound.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
-                }
-            }
-            self.handle_batch(&mut batch);
-        }
-        tracing::debug!(node = %self.me, "acceptor driver stopped");
+impl Driver for AcceptorDriver {
+    fn handle(&mut self, event: Inbound) {
+        self.persisted_records += self.handle_event(event);
     }
 
-    /// Feeds a batch to the core, then persists (one sync) and only then sends.
-    fn handle_batch(&mut self, batch: &mut Vec<Inbound>) {
-        let mut outgoing = Vec::with_capacity(batch.len() * 2);
-        let mut persisted_records = 0usize;
-        for event in batch.drain(..) {
-            persisted_records += self.handle_event(event, &mut outgoing);
-        }
+    fn tick(&mut self) {}
+
+    /// Persists the batch (one sync), then sends its messages.
+    fn end_batch(&mut self) {
+        let persisted_records = std::mem::take(&mut self.persisted_records);
         if persisted_records > 0 {
             if let Err(error) = self.storage().sync() {
                 fatal("syncing the log", &error);
@@ -313,7 +204,7 @@ impl Driver {
         // Votes for the learners leave as one AcceptedValues per batch (the learners count
         // entries, not messages), and every peer gets its messages in one write.
         let mut votes = Vec::new();
-        for message in outgoing {
+        for message in std::mem::take(&mut self.outgoing) {
             match message {
                 Outgoing::To(node, message) => {
                     self.network.queue(node, &message);
@@ -333,13 +224,15 @@ impl Driver {
             self.compact_if_needed();
         }
     }
+}
 
+impl AcceptorDriver {
     /// Hands one event to the core: appends its records to the log (not yet synced) and
     /// queues its messages in `outgoing`. Returns how many records it appended.
-    fn handle_event(&mut self, event: Inbound, outgoing: &mut Vec<Outgoing>) -> usize {
+    fn handle_event(&mut self, event: Inbound) -> usize {
         let (from, message) = match event {
             Inbound::Message(from, Message::StatusRequest { request_id }) => {
-                outgoing.push(Outgoing::To(from, self.status_reply(request_id)));
+                self.outgoing.push(Outgoing::To(from, self.status_reply(request_id)));
                 return 0;
             }
             Inbound::Message(from, message) => (from, message),
@@ -364,8 +257,10 @@ impl Driver {
                     self.storage().append(&record);
                     persisted_records += 1;
                 }
-                Effect::Send { to, message } => outgoing.push(Outgoing::To(to, message)),
-                Effect::SendToLearners(message) => outgoing.push(Outgoing::Learners(message)),
+                Effect::Send { to, message } => self.outgoing.push(Outgoing::To(to, message)),
+                Effect::SendToLearners(message) => {
+                    self.outgoing.push(Outgoing::Learners(message))
+                }
             }
         }
         persisted_records

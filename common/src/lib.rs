@@ -5,7 +5,8 @@
 //!
 //! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
 //! pure modules here ([`ballot`], [`node`], [`value`], [`message`]); the I/O modules
-//! ([`network`], [`wal`], [`file_system`], [`logging`]) belong to the services.
+//! ([`network`], [`event_loop`], [`wal`], [`file_system`], [`logging`]) belong to the
+//! services.
 //!
 //! ```
 //! use common::ballot::Ballot;
@@ -18,6 +19,7 @@
 
 pub mod ballot;
 pub mod config;
+pub mod event_loop;
 pub mod file_system;
 pub mod linearizability;
 pub mod logging;

@@ -1,8 +1,8 @@
-//! The learner service: the network, a driver thread and the decided log around
-//! [`Learner`].
+//! The learner service: the network and the decided log around [`Learner`], on one thread
+//! (see [`common::event_loop`]).
 //!
-//! The network hands every inbound event to a channel; the driver thread drains it in
-//! batches, hands each event to the core, then carries out the effects: first every
+//! The loop hands the core every inbound event in batches, then the driver carries out
+//! the effects: first every
 //! `Persist` (appended to `learner.wal` and written out once per batch), then every `Send`.
 //! Unlike an acceptor's votes, decided values can be fetched again from acceptors and peer
 //! learners, so the log is synced at most every [`SYNC_INTERVAL`] instead of per batch: a
@@ -19,15 +19,13 @@ use crate::core::{Effect, Learner, LearnerOptions};
 use anyhow::{anyhow, Context};
 use common::config::LearnerConfig;
 use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
-use common::network::{Inbound, InboundHandler, Network};
+use common::event_loop::{self, Driver, LoopOptions, NodeThread};
+use common::network::{Inbound, Network};
 use common::node::NodeId;
 use common::wal::Wal;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The decided log's file name inside `DATA_DIR`.
@@ -47,13 +45,11 @@ pub enum LearnerRecord {
     Snapshot(StateSnapshot),
 }
 
-/// A running learner. Dropping it (or [`Handle::shutdown`]) stops the driver thread and
-/// closes every connection.
+/// A running learner. Dropping it (or [`Handle::shutdown`]) stops it: the driver finishes
+/// its batch and syncs the log, then every connection closes.
 pub struct Handle {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    driver: Option<JoinHandle<()>>,
-    network_runtime: Option<tokio::runtime::Runtime>,
+    node: NodeThread,
 }
 
 impl Handle {
@@ -65,24 +61,7 @@ impl Handle {
     /// Stops the learner: the driver finishes its batch and syncs the log, then the
     /// network's tasks and connections are dropped.
     pub fn shutdown(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
-        if let Some(runtime) = self.network_runtime.take() {
-            // Unlike a plain drop, allowed from inside an async context (tests, `run`).
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop_now();
+        self.node.stop_and_join();
     }
 }
 
@@ -90,9 +69,7 @@ impl Drop for Handle {
 pub async fn run(config: LearnerConfig) -> anyhow::Result<()> {
     let handle = start(config).await?;
     tracing::info!(address = %handle.address(), "learner listening");
-    std::future::pending::<()>().await;
-    drop(handle);
-    Ok(())
+    handle.node.wait().await
 }
 
 /// Starts the learner of `config`: replays its log, listens on `config.listen` (port 0
@@ -109,22 +86,6 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
     let wal_path = config.data_dir.join(WAL_FILE_NAME);
     let (core, wal) = tokio::task::spawn_blocking(move || recover(options, &wal_path)).await??;
 
-    let network_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(format!("{me}-network"))
-        .enable_all()
-        .build()
-        .context("cannot start the learner's network runtime")?;
-    let mut handle = Handle {
-        address: listen,
-        stop: Arc::new(AtomicBool::new(false)),
-        driver: None,
-        network_runtime: Some(network_runtime),
-    };
-    let (sender, receiver) = mpsc::channel();
-    let handler: InboundHandler = Arc::new(move |event| {
-        let _ = sender.send(event); // fails only once the driver has stopped
-    });
     let peers: Vec<String> = [
         &config.acceptor_hosts,
         &config.proposer_hosts,
@@ -134,32 +95,27 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
     .flatten()
     .cloned()
     .collect();
-    let started = handle
-        .network_runtime
-        .as_ref()
-        .expect("the runtime runs until the handle stops")
-        .spawn(async move { Network::start(me, Some(listen), &peers, handler).await });
-    let (network, bound) = started
-        .await?
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    handle.address = bound.expect("a listening network reports its address");
-
-    let driver = Driver {
-        me,
-        core,
-        wal,
-        network,
-        receiver,
-        stop: handle.stop.clone(),
-        unsynced_since: None,
+    let loop_options = LoopOptions {
+        tick: Duration::from_millis(common::TICK_MILLISECONDS),
+        // After a stall, resume the cadence instead of firing a burst of ticks.
+        max_catch_up_ticks: 1,
+        max_batch_events: MAX_BATCH_EVENTS,
     };
-    handle.driver = Some(
-        std::thread::Builder::new()
-            .name(format!("{me}-driver"))
-            .spawn(move || driver.run())
-            .context("cannot start the learner's driver thread")?,
-    );
-    Ok(handle)
+    let node = event_loop::start(me, Some(listen), peers, loop_options, move |network| {
+        LearnerDriver {
+            me,
+            core,
+            wal,
+            network,
+            effects: Vec::new(),
+            unsynced_since: None,
+        }
+    })
+    .await?;
+    Ok(Handle {
+        address: node.address().expect("a listening network reports its address"),
+        node,
+    })
 }
 
 /// Opens the log at `path` and rebuilds the learner from it. A corrupt log is an error:
@@ -214,57 +170,25 @@ fn recover(options: LearnerOptions, path: &Path) -> anyhow::Result<(Learner, Wal
     Ok((learner, recovered.wal))
 }
 
-/// The thread that owns the core and the log.
-struct Driver {
+/// The core, its log and the network, driven by [`common::event_loop::run`].
+struct LearnerDriver {
     me: NodeId,
     core: Learner,
     wal: Wal,
     network: Network,
-    receiver: mpsc::Receiver<Inbound>,
-    stop: Arc<AtomicBool>,
+    /// The effects of the batch so far.
+    effects: Vec<Effect>,
     /// When the oldest record written but not yet synced was written.
     unsynced_since: Option<Instant>,
 }
 
-impl Driver {
-    fn run(mut self) {
-        let tick = Duration::from_millis(common::TICK_MILLISECONDS);
-        let mut next_tick = Instant::now() + tick;
-        while !self.stop.load(Ordering::Relaxed) {
-            let mut effects = Vec::new();
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            match self.receiver.recv_timeout(wait) {
-                Ok(event) => {
-                    self.handle_event(event, &mut effects);
-                    for _ in 0..MAX_BATCH_EVENTS {
-                        match self.receiver.try_recv() {
-                            Ok(event) => self.handle_event(event, &mut effects),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            let now = Instant::now();
-            if now >= next_tick {
-                effects.extend(self.core.tick());
-                // After a stall, resume the cadence instead of firing a burst of ticks.
-                next_tick = (next_tick + tick).max(now);
-            }
-            self.execute(effects);
-        }
-        if let Err(error) = self.wal.sync() {
-            fatal("sync", self.wal.path().to_path_buf(), error);
-        }
-    }
-
-    fn handle_event(&mut self, event: Inbound, effects: &mut Vec<Effect>) {
+impl Driver for LearnerDriver {
+    fn handle(&mut self, event: Inbound) {
         match event {
-            Inbound::Connected(node) => effects.extend(self.core.on_connected(node)),
-            Inbound::Disconnected(node) => effects.extend(self.core.on_disconnected(node)),
+            Inbound::Connected(node) => self.effects.extend(self.core.on_connected(node)),
+            Inbound::Disconnected(node) => self.effects.extend(self.core.on_disconnected(node)),
             Inbound::Message(from, Message::StatusRequest { request_id }) => {
-                effects.push(Effect::Send {
+                self.effects.push(Effect::Send {
                     to: from,
                     message: Message::StatusReply {
                         request_id,
@@ -286,11 +210,28 @@ impl Driver {
                         "a peer sent its state as a snapshot"
                     );
                 }
-                effects.extend(self.core.handle(from, message))
+                self.effects.extend(self.core.handle(from, message))
             }
         }
     }
 
+    fn tick(&mut self) {
+        self.effects.extend(self.core.tick());
+    }
+
+    fn end_batch(&mut self) {
+        let effects = std::mem::take(&mut self.effects);
+        self.execute(effects);
+    }
+
+    fn stop(&mut self) {
+        if let Err(error) = self.wal.sync() {
+            fatal("sync", self.wal.path().to_path_buf(), error);
+        }
+    }
+}
+
+impl LearnerDriver {
     /// Carries out `effects`: every `Persist` and `PersistSnapshot` first (in order), then
     /// the sends.
     fn execute(&mut self, effects: Vec<Effect>) {
@@ -339,7 +280,7 @@ impl Driver {
     }
 }
 
-impl Driver {
+impl LearnerDriver {
     /// Rewrites the log as `snapshot` followed by `retained` (atomically: a crash leaves the
     /// old log or the new one), which also syncs everything written before.
     fn replace_log(&mut self, snapshot: StateSnapshot, retained: Vec<DecidedEntry>) {

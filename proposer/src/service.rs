@@ -1,26 +1,22 @@
-//! The proposer service: the network, the round file, and a driver thread around
-//! [`crate::core::Proposer`].
+//! The proposer service: the network and the round file around [`crate::core::Proposer`],
+//! on one thread (see [`common::event_loop`]).
 
 use crate::core::{Effect, Proposer, ProposerOptions};
 use anyhow::Context;
 use common::config::ProposerConfig;
 use common::message::{Message, NodeStatus};
+use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::network::{Inbound, Network};
 use common::node::NodeId;
 use common::wal::Wal;
 use common::TICK_MILLISECONDS;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A running proposer; dropping it stops the driver.
+/// A running proposer; dropping it stops it and closes its connections.
 pub struct ProposerHandle {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    driver: Option<JoinHandle<()>>,
+    node: NodeThread,
 }
 
 impl ProposerHandle {
@@ -29,31 +25,15 @@ impl ProposerHandle {
         self.address
     }
 
-    /// Stops the driver thread (the network tasks end with the runtime).
+    /// Stops the proposer and waits until its sockets are closed.
     pub fn shutdown(mut self) {
-        self.stop_driver();
-    }
-
-    fn stop_driver(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(driver) = self.driver.take() {
-            let _ = driver.join();
-        }
+        self.node.stop_and_join();
     }
 }
 
-impl Drop for ProposerHandle {
-    fn drop(&mut self) {
-        self.stop_driver();
-    }
-}
-
-/// Runs a proposer until the process ends.
+/// Runs a proposer until the process ends, or until its driver fails (a broken invariant).
 pub async fn run(config: ProposerConfig) -> anyhow::Result<()> {
-    let handle = start(config).await?;
-    std::future::pending::<()>().await;
-    drop(handle);
-    Ok(())
+    start(config).await?.node.wait().await
 }
 
 fn milliseconds_to_ticks(milliseconds: u64) -> u64 {
@@ -90,9 +70,10 @@ impl RoundStore {
     }
 }
 
-/// Starts a proposer on `config.listen` (port 0 picks a free port).
+/// Starts a proposer on `config.listen` (port 0 picks a free port), on a thread of its own
+/// (see [`common::event_loop`]).
 pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
-    let (mut round_store, persisted_round) = RoundStore::open(&config)?;
+    let (round_store, persisted_round) = RoundStore::open(&config)?;
     let mut options = ProposerOptions::new(
         config.id,
         config.quorum_size,
@@ -103,7 +84,6 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     options.max_slots_in_flight = config.max_slots_in_flight as usize;
     options.max_batch_commands = config.max_batch_commands as usize;
     let me = NodeId::proposer(config.id);
-    let (sender, inbox) = mpsc::channel::<Inbound>();
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -115,133 +95,115 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         .chain(&config.proposer_hosts)
         .cloned()
         .collect();
-    let handler = Arc::new(move |event| {
-        let _ = sender.send(event);
-    });
-    let (network, bound) = Network::start(me, Some(listen), &peers, handler)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let address = bound.expect("a listener was requested");
+    let seed = options.seed;
+    let proposer = Proposer::new(options, persisted_round);
+    let loop_options = LoopOptions {
+        tick: Duration::from_millis(TICK_MILLISECONDS),
+        // Timers (heartbeats, retransmissions, the leader timeout) catch up after a stall.
+        max_catch_up_ticks: 100,
+        max_batch_events: MAX_BATCH_MESSAGES,
+    };
+    let node = event_loop::start(me, Some(listen), peers, loop_options, move |network| {
+        ProposerDriver {
+            proposer,
+            network,
+            round_store,
+            effects: Vec::new(),
+            was_leader: false,
+        }
+    })
+    .await?;
+    let address = node.address().expect("a listener was requested");
     tracing::info!(
         proposer = config.id,
         %address,
         persisted_round,
-        seed = options.seed,
+        seed,
         quorum = config.quorum_size,
         "proposer started"
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let driver_stop = stop.clone();
-    let proposer = Proposer::new(options, persisted_round);
-    let driver = std::thread::Builder::new()
-        .name(format!("proposer{}-driver", config.id))
-        .spawn(move || drive(proposer, inbox, network, &mut round_store, &driver_stop))?;
-    Ok(ProposerHandle {
-        address,
-        stop,
-        driver: Some(driver),
-    })
+    Ok(ProposerHandle { address, node })
 }
 
 /// Most messages handled before the effects of a batch are carried out.
 const MAX_BATCH_MESSAGES: usize = 4096;
 
-fn drive(
-    mut proposer: Proposer,
-    inbox: mpsc::Receiver<Inbound>,
+/// The core, its round file and the network, driven by [`common::event_loop::run`].
+struct ProposerDriver {
+    proposer: Proposer,
     network: Network,
-    round_store: &mut RoundStore,
-    stop: &AtomicBool,
-) {
-    let tick = Duration::from_millis(TICK_MILLISECONDS);
-    let mut next_tick = Instant::now() + tick;
-    let mut was_leader = false;
-    while !stop.load(Ordering::Relaxed) {
-        let mut effects = Vec::new();
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(wait) {
-            Ok(event) => {
-                handle_event(&mut proposer, &network, event, &mut effects);
-                for event in inbox.try_iter().take(MAX_BATCH_MESSAGES) {
-                    handle_event(&mut proposer, &network, event, &mut effects);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-        let now = Instant::now();
-        let mut ticks = 0;
-        while now >= next_tick && ticks < 100 {
-            effects.extend(proposer.tick());
-            next_tick += tick;
-            ticks += 1;
-        }
-        if now >= next_tick {
-            next_tick = now + tick; // we fell far behind (paused): do not replay the past
-        }
-        execute(&network, round_store, effects);
-        if proposer.is_leader() != was_leader {
-            was_leader = proposer.is_leader();
-            match proposer.leader_ballot() {
-                Some(ballot) => tracing::info!(proposer = proposer.id(), %ballot, "became leader"),
-                None => tracing::info!(proposer = proposer.id(), "no longer leader"),
-            }
-        }
-    }
+    round_store: RoundStore,
+    /// The effects of the batch so far.
+    effects: Vec<Effect>,
+    was_leader: bool,
 }
 
-fn handle_event(
-    proposer: &mut Proposer,
-    network: &Network,
-    event: Inbound,
-    effects: &mut Vec<Effect>,
-) {
-    match event {
-        Inbound::Message(from, Message::StatusRequest { request_id }) => {
-            network.send(
-                from,
-                Message::StatusReply {
-                    request_id,
-                    status: NodeStatus {
-                        node: network.me(),
-                        detail: proposer.status(),
-                        peers: network.peer_statuses(),
+impl Driver for ProposerDriver {
+    fn handle(&mut self, event: Inbound) {
+        match event {
+            Inbound::Message(from, Message::StatusRequest { request_id }) => {
+                self.network.send(
+                    from,
+                    Message::StatusReply {
+                        request_id,
+                        status: NodeStatus {
+                            node: self.network.me(),
+                            detail: self.proposer.status(),
+                            peers: self.network.peer_statuses(),
+                        },
                     },
-                },
-            );
+                );
+            }
+            Inbound::Message(from, message) => {
+                self.effects.extend(self.proposer.handle(from, message))
+            }
+            Inbound::Connected(node) => tracing::debug!(%node, "connected"),
+            Inbound::Disconnected(node) => tracing::debug!(%node, "disconnected"),
         }
-        Inbound::Message(from, message) => effects.extend(proposer.handle(from, message)),
-        Inbound::Connected(node) => tracing::debug!(%node, "connected"),
-        Inbound::Disconnected(node) => tracing::debug!(%node, "disconnected"),
     }
-}
 
-/// Carries out `effects` in order. Messages are queued and written together at the end
-/// (one write per peer for the whole batch); a `PersistRound` is durable before any
-/// message queued after it is written.
-fn execute(network: &Network, round_store: &mut RoundStore, effects: Vec<Effect>) {
-    for effect in effects {
-        match effect {
-            Effect::PersistRound(round) => {
-                if let Err(error) = round_store.persist(round) {
-                    tracing::error!(%error, round, "cannot make the round durable; stopping");
-                    std::process::exit(1);
+    fn tick(&mut self) {
+        self.effects.extend(self.proposer.tick());
+    }
+
+    /// Carries out the batch's effects in order. Messages are queued and written together
+    /// at the end (one write per peer for the whole batch); a `PersistRound` is durable
+    /// before any message queued after it is written.
+    fn end_batch(&mut self) {
+        for effect in self.effects.drain(..) {
+            match effect {
+                Effect::PersistRound(round) => {
+                    if let Err(error) = self.round_store.persist(round) {
+                        tracing::error!(%error, round, "cannot make the round durable; stopping");
+                        std::process::exit(1);
+                    }
+                }
+                Effect::Send { to, message } => {
+                    self.network.queue(to, &message);
+                }
+                Effect::Answer {
+                    client,
+                    relay,
+                    message,
+                } => {
+                    if !self.network.queue(client, &message) {
+                        self.network.queue(relay, &message);
+                    }
+                }
+                Effect::Broadcast { role, message } => {
+                    self.network.queue_broadcast_to(role, &message)
                 }
             }
-            Effect::Send { to, message } => {
-                network.queue(to, &message);
-            }
-            Effect::Answer {
-                client,
-                relay,
-                message,
-            } => {
-                if !network.queue(client, &message) {
-                    network.queue(relay, &message);
+        }
+        self.network.flush();
+        if self.proposer.is_leader() != self.was_leader {
+            self.was_leader = self.proposer.is_leader();
+            match self.proposer.leader_ballot() {
+                Some(ballot) => {
+                    tracing::info!(proposer = self.proposer.id(), %ballot, "became leader")
                 }
+                None => tracing::info!(proposer = self.proposer.id(), "no longer leader"),
             }
-            Effect::Broadcast { role, message } => network.queue_broadcast_to(role, &message),
         }
     }
-    network.flush();
 }
