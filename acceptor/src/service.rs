@@ -21,9 +21,9 @@ use crate::core::{Acceptor, Effect};
 use crate::storage::Storage;
 use anyhow::Context;
 use common::config::AcceptorConfig;
+use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::file_system::{FileSystem, RealFileSystem};
 use common::message::{Message, NodeStatus};
-use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::network::{Inbound, Network};
 use common::node::{NodeId, Role};
 use std::net::SocketAddr;
@@ -232,7 +232,8 @@ impl AcceptorDriver {
     fn handle_event(&mut self, event: Inbound) -> usize {
         let (from, message) = match event {
             Inbound::Message(from, Message::StatusRequest { request_id }) => {
-                self.outgoing.push(Outgoing::To(from, self.status_reply(request_id)));
+                self.outgoing
+                    .push(Outgoing::To(from, self.status_reply(request_id)));
                 return 0;
             }
             Inbound::Message(from, message) => (from, message),
@@ -258,9 +259,7 @@ impl AcceptorDriver {
                     persisted_records += 1;
                 }
                 Effect::Send { to, message } => self.outgoing.push(Outgoing::To(to, message)),
-                Effect::SendToLearners(message) => {
-                    self.outgoing.push(Outgoing::Learners(message))
-                }
+                Effect::SendToLearners(message) => self.outgoing.push(Outgoing::Learners(message)),
             }
         }
         persisted_records

@@ -123,9 +123,10 @@ where
             Some(listen) => format!("{me} cannot listen on {listen}"),
             None => format!("{me} cannot start its network"),
         })),
-        Err(_) => Err(node.join_reporting_panic().err().unwrap_or_else(|| {
-            anyhow::anyhow!("{me} stopped before its network started")
-        })),
+        Err(_) => Err(node
+            .join_reporting_panic()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("{me} stopped before its network started"))),
     }
 }
 
@@ -223,7 +224,11 @@ fn panic_reason(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|reason| reason.to_string()))
+        .or_else(|| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|reason| reason.to_string())
+        })
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
@@ -263,10 +268,7 @@ mod tests {
     }
 
     fn event(read_id: u64) -> Inbound {
-        Inbound::Message(
-            NodeId::proposer(1),
-            Message::ReadIndex { read_id },
-        )
+        Inbound::Message(NodeId::proposer(1), Message::ReadIndex { read_id })
     }
 
     #[tokio::test]
@@ -335,6 +337,10 @@ mod tests {
         run(&mut driver, &mut inbox, &stop, options()).await;
         drop(sender);
         let ticks = &driver.ticks_at_batch_end;
-        assert_eq!(ticks[1] - ticks[0], 3, "ten ticks were due, three replayed: {ticks:?}");
+        assert_eq!(
+            ticks[1] - ticks[0],
+            3,
+            "ten ticks were due, three replayed: {ticks:?}"
+        );
     }
 }

@@ -18,8 +18,8 @@
 use crate::core::{Effect, Learner, LearnerOptions};
 use anyhow::{anyhow, Context};
 use common::config::LearnerConfig;
-use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
+use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
 use common::network::{Inbound, Network};
 use common::node::NodeId;
 use common::wal::Wal;
@@ -113,7 +113,9 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
     })
     .await?;
     Ok(Handle {
-        address: node.address().expect("a listening network reports its address"),
+        address: node
+            .address()
+            .expect("a listening network reports its address"),
         node,
     })
 }

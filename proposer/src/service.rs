@@ -4,8 +4,8 @@
 use crate::core::{Effect, Proposer, ProposerOptions};
 use anyhow::Context;
 use common::config::ProposerConfig;
-use common::message::{Message, NodeStatus};
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
+use common::message::{Message, NodeStatus};
 use common::network::{Inbound, Network};
 use common::node::NodeId;
 use common::wal::Wal;
