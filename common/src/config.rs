@@ -511,6 +511,22 @@ mod tests {
     }
 
     #[test]
+    fn pipelining_and_batching_have_defaults_and_refuse_zero() {
+        let base = [("PROPOSER_ID", "1"), ("ACCEPTOR_HOSTS", "a:1,b:2,c:3")];
+        let defaults = ProposerConfig::from_lookup(&lookup(&base)).unwrap();
+        assert_eq!(defaults.max_slots_in_flight, 32);
+        assert_eq!(defaults.max_batch_commands, 1024);
+        for variable in ["MAX_SLOTS_IN_FLIGHT", "MAX_BATCH_COMMANDS"] {
+            let set =
+                ProposerConfig::from_lookup(&lookup(&[base[0], base[1], (variable, "4")])).unwrap();
+            assert_eq!(set.max_slots_in_flight.min(set.max_batch_commands), 4);
+            let zero = ProposerConfig::from_lookup(&lookup(&[base[0], base[1], (variable, "0")]))
+                .unwrap_err();
+            assert_eq!(zero.variable, variable);
+        }
+    }
+
+    #[test]
     fn the_admin_listener_is_off_unless_admin_port_is_set() {
         assert_eq!(
             AdminConfig::from_lookup(&lookup(&[])).unwrap(),
