@@ -328,6 +328,7 @@ impl Cluster {
             };
             last_tried = Some(proposer.id);
             let (key, message) = attempt();
+            let waiter = key;
             let mut registration = self.mailbox.register(key, proposer);
             if !self.network.send_soon(proposer, message) {
                 attempts.unsent += 1;
@@ -360,8 +361,19 @@ impl Cluster {
                         pause_before_retry(deadline).await;
                     }
                 },
-                Some(Answer::Disconnected) | None => {
+                Some(Answer::Disconnected) => {
                     attempts.silent += 1;
+                    self.forget_leader(proposer.id);
+                    pause_before_retry(deadline).await;
+                }
+                None => {
+                    attempts.silent += 1;
+                    tracing::warn!(
+                        %proposer,
+                        timeout_milliseconds = ATTEMPT_TIMEOUT.as_millis() as u64,
+                        request = ?waiter,
+                        "no answer from the proposer in time; asking again"
+                    );
                     self.forget_leader(proposer.id);
                     pause_before_retry(deadline).await;
                 }

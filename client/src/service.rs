@@ -9,7 +9,7 @@ use common::config::ClientConfig;
 use common::node::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -53,7 +53,7 @@ impl ClientHandle {
 /// Starts the client API of `config`: binds `config.listen` (port 0 picks a free port),
 /// connects to the proposers and learners, and serves the REST API in the background.
 pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
-    let listener = TcpListener::bind(&config.listen)
+    let listener = listen(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (CLIENT_PORT)", config.listen))?;
     let address = listener.local_addr()?;
@@ -101,4 +101,26 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
 /// Runs the client API of `config` until the process is killed.
 pub async fn run(config: ClientConfig) -> anyhow::Result<()> {
     start(config).await?.wait().await
+}
+
+/// Connections that may wait to be accepted. Many clients connecting at once (a load
+/// generator's 256) overflowed the default of 128: the kernel dropped their handshakes and
+/// each such client waited a SYN-ACK retransmission, one second, for its first request.
+/// The kernel caps this at `net.core.somaxconn` (4096 by default).
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds `address` (`ip:port`, or `host:port` resolved to its first address) with a
+/// backlog of [`ACCEPT_BACKLOG`].
+async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let resolved = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{address} resolves to no address")))?;
+    let socket = match resolved {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(resolved)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
