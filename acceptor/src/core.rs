@@ -266,18 +266,23 @@ impl Acceptor {
 
     /// The whole state as records, for log compaction: `recover` of these equals `self`.
     pub fn snapshot(&self) -> Vec<Record> {
-        let mut records = Vec::with_capacity(self.accepted.len() + 1);
-        if self.promised_ballot > Ballot::ZERO {
-            records.push(Record::Promised(self.promised_ballot));
-        }
-        records.extend(self.accepted.iter().map(|(slot, (ballot, value))| {
-            Record::Accepted(AcceptedEntry {
-                slot: *slot,
-                ballot: *ballot,
-                value: value.clone(),
-            })
-        }));
-        records
+        self.snapshot_records().collect()
+    }
+
+    /// [`Acceptor::snapshot`] one record at a time, so that a compaction holds one
+    /// record's copy at a time instead of a copy of the whole state.
+    pub fn snapshot_records(&self) -> impl Iterator<Item = Record> + '_ {
+        let promise =
+            (self.promised_ballot > Ballot::ZERO).then_some(Record::Promised(self.promised_ballot));
+        promise
+            .into_iter()
+            .chain(self.accepted.iter().map(|(slot, (ballot, value))| {
+                Record::Accepted(AcceptedEntry {
+                    slot: *slot,
+                    ballot: *ballot,
+                    value: value.clone(),
+                })
+            }))
     }
 
     /// The acceptor's part of a `/status` report.

@@ -180,11 +180,11 @@ impl Storage {
         Ok(true)
     }
 
-    /// Rewrites the log as `acceptor`'s snapshot, atomically.
+    /// Rewrites the log as `acceptor`'s snapshot, atomically, encoding and writing one
+    /// record at a time (the whole state is never copied at once).
     pub fn compact(&mut self, acceptor: &Acceptor) -> io::Result<()> {
-        let payloads: Vec<Vec<u8>> = acceptor.snapshot().iter().map(encode).collect();
         self.wal
-            .rewrite(payloads.iter().map(|payload| payload.as_slice()))?;
+            .rewrite(acceptor.snapshot_records().map(|record| encode(&record)))?;
         self.compacted_length_bytes = self.wal.length_bytes();
         Ok(())
     }

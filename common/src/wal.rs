@@ -87,6 +87,9 @@ pub struct Wal {
     pending: Vec<u8>,
 }
 
+/// How much of a rewrite is buffered before it is written.
+const REWRITE_BUFFER_BYTES: usize = 1 << 20;
+
 /// The file grows by at least this much at a time (unless it is still smaller)...
 const ALLOCATION_STEP_MIN_BYTES: u64 = 64 * 1024;
 /// ...and by at most this much: the step doubles with the log up to here.
@@ -219,26 +222,44 @@ impl Wal {
     }
 
     /// Replaces the whole log with `records`, atomically: after a crash the log holds
-    /// either the old records or exactly these.
-    pub fn rewrite<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
+    /// either the old records or exactly these. The records are written as they come,
+    /// through a buffer of [`REWRITE_BUFFER_BYTES`], so a log of any size is rewritten
+    /// without holding it in memory.
+    pub fn rewrite<R: AsRef<[u8]>>(
+        &mut self,
+        records: impl IntoIterator<Item = R>,
+    ) -> io::Result<()> {
         self.sync()?;
         let temporary = self.path.with_extension("rewrite");
-        let mut contents = Vec::from(&MAGIC[..]);
-        for payload in records {
-            contents.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            contents.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-            contents.extend_from_slice(payload);
-        }
+        let mut length_bytes = 0u64;
         {
             let mut file = self.file_system.create(&temporary)?;
-            file.write_at(0, &contents)?;
+            let mut buffer = Vec::with_capacity(REWRITE_BUFFER_BYTES);
+            buffer.extend_from_slice(&MAGIC[..]);
+            for payload in records {
+                let payload = payload.as_ref();
+                assert!(
+                    !payload.is_empty() && payload.len() <= MAX_RECORD_BYTES,
+                    "a record holds 1..={MAX_RECORD_BYTES} bytes"
+                );
+                buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+                buffer.extend_from_slice(payload);
+                if buffer.len() >= REWRITE_BUFFER_BYTES {
+                    file.write_at(length_bytes, &buffer)?;
+                    length_bytes += buffer.len() as u64;
+                    buffer.clear();
+                }
+            }
+            file.write_at(length_bytes, &buffer)?;
+            length_bytes += buffer.len() as u64;
             file.sync()?;
         }
         self.file_system.rename(&temporary, &self.path)?;
         self.file_system.sync_directory(parent_of(&self.path))?;
         self.file = self.file_system.open(&self.path)?;
-        self.length_bytes = contents.len() as u64;
-        self.allocated_bytes = self.length_bytes;
+        self.length_bytes = length_bytes;
+        self.allocated_bytes = length_bytes;
         Ok(())
     }
 }
@@ -384,6 +405,26 @@ mod tests {
         assert_eq!(recovered.records.len(), 20_000);
         assert_eq!(recovered.truncated_tail_bytes, 0);
         assert_eq!(recovered.wal.length_bytes(), length_bytes);
+    }
+
+    #[test]
+    fn a_rewrite_larger_than_its_buffer_streams_every_record_in_order() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        wal.append(b"old");
+        let count = 3 * REWRITE_BUFFER_BYTES / 100;
+        let records = (0..count).map(|index| format!("{index:0>100}").into_bytes());
+        wal.rewrite(records).unwrap();
+        wal.append(b"after");
+        wal.sync().unwrap();
+        drop(wal);
+        let recovered = reopen(&path);
+        assert_eq!(recovered.records.len(), count + 1);
+        for (index, record) in recovered.records[..count].iter().enumerate() {
+            assert_eq!(record, format!("{index:0>100}").as_bytes());
+        }
+        assert_eq!(recovered.records[count], b"after");
     }
 
     #[test]
