@@ -249,6 +249,9 @@ pub struct Proposer {
     /// one ballot, lets learners decide it. Found by the simulation (`sim/`).
     decided_prefix: Slot,
     decided_slot_max: Slot,
+    /// Proposers whose connection to this one is down: a write is not forwarded to them
+    /// (it would be lost, and its client would wait out its attempt).
+    unreachable_proposers: BTreeSet<u32>,
     state: State,
     #[cfg(feature = "planted-bugs")]
     planted_bug: Option<PlantedBug>,
@@ -268,6 +271,7 @@ impl Proposer {
             highest_ballot_seen: Ballot::ZERO,
             decided_prefix: 0,
             decided_slot_max: 0,
+            unreachable_proposers: BTreeSet::new(),
             state: State::Follower {
                 leader: None,
                 last_heard_tick: 0,
@@ -282,6 +286,23 @@ impl Proposer {
     #[cfg(feature = "planted-bugs")]
     pub fn plant_bug(&mut self, bug: PlantedBug) {
         self.planted_bug = Some(bug);
+    }
+
+    /// The connection to `node` closed. A follower whose leader is unreachable refuses
+    /// writes (without a hint) instead of forwarding them into the void; it still waits
+    /// for the leader timeout before it runs for election, since a closed connection may
+    /// be this link's trouble only.
+    pub fn on_disconnected(&mut self, node: NodeId) {
+        if node.role == Role::Proposer {
+            self.unreachable_proposers.insert(node.id);
+        }
+    }
+
+    /// A connection to `node` opened (again).
+    pub fn on_connected(&mut self, node: NodeId) {
+        if node.role == Role::Proposer {
+            self.unreachable_proposers.remove(&node.id);
+        }
     }
 
     /// This proposer's id.
@@ -673,8 +694,22 @@ impl Proposer {
         client: NodeId,
         effects: &mut Vec<Effect>,
     ) {
-        match &mut self.state {
-            State::Leader(leadership) => {
+        // Forward once; a write forwarded to us is never forwarded again, so two proposers
+        // with stale views cannot bounce it forever.
+        let forward_to = match &self.state {
+            State::Follower {
+                leader: Some((leader_id, _)),
+                ..
+            } if from.role != Role::Proposer
+                && *leader_id != self.options.id
+                && !self.unreachable_proposers.contains(leader_id) =>
+            {
+                Some(*leader_id)
+            }
+            _ => None,
+        };
+        match (&mut self.state, forward_to) {
+            (State::Leader(leadership), _) => {
                 leadership.queue.push_back(PendingWrite {
                     command,
                     reply_to: from,
@@ -682,19 +717,18 @@ impl Proposer {
                 });
                 self.propose_queued(effects);
             }
-            State::Follower {
-                leader: Some((leader_id, _)),
-                ..
-            } if from.role != Role::Proposer && *leader_id != self.options.id => {
-                // Forward once; a write forwarded to us is never forwarded again, so two
-                // proposers with stale views cannot bounce it forever.
+            (_, Some(leader_id)) => {
                 effects.push(Effect::Send {
-                    to: NodeId::proposer(*leader_id),
+                    to: NodeId::proposer(leader_id),
                     message: Message::Write { command, client },
                 });
             }
-            _ => {
-                let leader_hint = self.leader_hint();
+            (_, None) => {
+                // Unreachable leader: no hint either, so the client pauses and retries
+                // rather than chase a proposer it cannot reach.
+                let leader_hint = self
+                    .leader_hint()
+                    .filter(|leader| !self.unreachable_proposers.contains(leader));
                 effects.push(Effect::Send {
                     to: from,
                     message: Message::WriteRefused {
@@ -1317,6 +1351,46 @@ mod tests {
         };
         let relayed = sent(&proposer.handle(NodeId::proposer(1), answer.clone()));
         assert_eq!(relayed, vec![(client, answer)]);
+    }
+
+    #[test]
+    fn a_follower_cut_off_from_its_leader_refuses_writes_instead_of_forwarding_them() {
+        let mut proposer = proposer(2);
+        proposer.handle(
+            NodeId::proposer(1),
+            Message::Heartbeat {
+                ballot: Ballot::new(1, 1),
+                decided_slot_max: 0,
+            },
+        );
+        let client = NodeId::client(1);
+        let write = Message::Write {
+            command: command(1, "k", "v"),
+            client,
+        };
+        proposer.on_disconnected(NodeId::proposer(1));
+        proposer.on_disconnected(NodeId::acceptor(1)); // other roles do not matter
+        let refused = sent(&proposer.handle(client, write.clone()));
+        assert_eq!(
+            refused,
+            vec![(
+                client,
+                Message::WriteRefused {
+                    request_id: RequestId(1),
+                    leader_hint: None,
+                    client,
+                }
+            )],
+            "no forward into a closed connection, and no hint to chase it"
+        );
+        assert_eq!(
+            proposer.leader_hint(),
+            Some(1),
+            "it still believes proposer 1 leads"
+        );
+        proposer.on_connected(NodeId::proposer(1));
+        let forwarded = sent(&proposer.handle(client, write.clone()));
+        assert_eq!(forwarded, vec![(NodeId::proposer(1), write)]);
     }
 
     #[test]

@@ -157,8 +157,14 @@ impl Driver for ProposerDriver {
             Inbound::Message(from, message) => {
                 self.effects.extend(self.proposer.handle(from, message))
             }
-            Inbound::Connected(node) => tracing::debug!(%node, "connected"),
-            Inbound::Disconnected(node) => tracing::debug!(%node, "disconnected"),
+            Inbound::Connected(node) => {
+                tracing::debug!(%node, "connected");
+                self.proposer.on_connected(node);
+            }
+            Inbound::Disconnected(node) => {
+                tracing::debug!(%node, "disconnected");
+                self.proposer.on_disconnected(node);
+            }
         }
     }
 
