@@ -3,9 +3,9 @@
 //! The network and the driver share one thread (see [`common::event_loop`]). The loop
 //! hands the core the inbound events in batches (all that are queued, up to
 //! [`BATCH_MESSAGES_MAX`]), then the driver carries out the effects of the whole batch in
-//! the order that makes the protocol safe: every `Persist` is appended to the log, the log is synced once (group
-//! commit: one fsync for the batch), and only then is any message sent. So no proposer or
-//! learner ever hears of a promise or vote that a crash could undo.
+//! the order that makes the protocol safe: every `Persist` is appended to the log, the log
+//! is synced once (group commit: one fsync for the batch), and only then is any message
+//! sent. So no proposer or learner ever hears of a promise or vote that a crash could undo.
 //!
 //! The acceptor dials no one: proposers and learners connect to it, and votes for learners
 //! go to every learner connected at the time (a learner that missed some asks again with
