@@ -1322,8 +1322,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn followers_forward_writes_once_and_relay_the_answer() {
+    /// Proposer 2, following proposer 1 after its heartbeat, and a client's write.
+    fn follower_of_proposer_1_and_a_write() -> (Proposer, NodeId, Message) {
         let mut proposer = proposer(2);
         proposer.handle(
             NodeId::proposer(1),
@@ -1337,6 +1337,12 @@ mod tests {
             command: command(1, "k", "v"),
             client,
         };
+        (proposer, client, write)
+    }
+
+    #[test]
+    fn followers_forward_writes_once_and_relay_the_answer() {
+        let (mut proposer, client, write) = follower_of_proposer_1_and_a_write();
         let forwarded = sent(&proposer.handle(client, write.clone()));
         assert_eq!(forwarded, vec![(NodeId::proposer(1), write.clone())]);
         let bounced = sent(&proposer.handle(NodeId::proposer(3), write));
@@ -1355,19 +1361,7 @@ mod tests {
 
     #[test]
     fn a_follower_cut_off_from_its_leader_refuses_writes_instead_of_forwarding_them() {
-        let mut proposer = proposer(2);
-        proposer.handle(
-            NodeId::proposer(1),
-            Message::Heartbeat {
-                ballot: Ballot::new(1, 1),
-                decided_slot_max: 0,
-            },
-        );
-        let client = NodeId::client(1);
-        let write = Message::Write {
-            command: command(1, "k", "v"),
-            client,
-        };
+        let (mut proposer, client, write) = follower_of_proposer_1_and_a_write();
         proposer.on_disconnected(NodeId::proposer(1));
         proposer.on_disconnected(NodeId::acceptor(1)); // other roles do not matter
         let refused = sent(&proposer.handle(client, write.clone()));
