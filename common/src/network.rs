@@ -761,9 +761,12 @@ mod tests {
     use crate::ballot::Ballot;
     use tokio::sync::mpsc;
 
-    /// An acceptor listening on 127.0.0.1 and a proposer dialling it, each with a channel
-    /// of the events its network hands to the node.
-    async fn acceptor_and_proposer() -> (
+    /// `listening` on 127.0.0.1 and `dialling` connecting to it, each with a channel of
+    /// the events its network hands to the node.
+    async fn connected_pair(
+        listening: NodeId,
+        dialling: NodeId,
+    ) -> (
         Network,
         mpsc::UnboundedReceiver<Inbound>,
         Network,
@@ -772,7 +775,7 @@ mod tests {
         let (sender_a, receiver_a) = mpsc::unbounded_channel();
         let (sender_b, receiver_b) = mpsc::unbounded_channel();
         let (network_a, bound) = Network::start(
-            NodeId::acceptor(1),
+            listening,
             Some("127.0.0.1:0".parse().unwrap()),
             &[],
             Arc::new(move |event| {
@@ -782,7 +785,7 @@ mod tests {
         .await
         .unwrap();
         let (network_b, _) = Network::start(
-            NodeId::proposer(1),
+            dialling,
             None,
             &[bound.unwrap().to_string()],
             Arc::new(move |event| {
@@ -816,7 +819,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_fault_switch_drops_messages_one_way_or_both_until_cleared() {
-        let (network_a, mut receiver_a, network_b, _) = acceptor_and_proposer().await;
+        let (network_a, mut receiver_a, network_b, _) =
+            connected_pair(NodeId::acceptor(1), NodeId::proposer(1)).await;
         let wait_until = |condition: Box<dyn Fn() -> bool + Send>| async move {
             tokio::time::timeout(Duration::from_secs(10), async {
                 while !condition() {
@@ -866,7 +870,8 @@ mod tests {
 
     #[tokio::test]
     async fn messages_flow_both_ways_over_one_connection() {
-        let (network_a, mut receiver_a, network_b, mut receiver_b) = acceptor_and_proposer().await;
+        let (network_a, mut receiver_a, network_b, mut receiver_b) =
+            connected_pair(NodeId::acceptor(1), NodeId::proposer(1)).await;
         match receiver_b.recv().await.unwrap() {
             Inbound::Connected(node) => assert_eq!(node, NodeId::acceptor(1)),
             other => panic!("unexpected {other:?}"),
@@ -904,7 +909,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_sent_soon_by_many_tasks_all_arrive_each_task_in_order() {
-        let (network_a, mut receiver_a, network_b, mut receiver_b) = acceptor_and_proposer().await;
+        let (network_a, mut receiver_a, network_b, mut receiver_b) =
+            connected_pair(NodeId::acceptor(1), NodeId::proposer(1)).await;
         assert!(matches!(
             receiver_b.recv().await.unwrap(),
             Inbound::Connected(_)
@@ -964,28 +970,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_larger_than_the_socket_arrives_complete_and_in_order_from_any_thread() {
-        let (sender_a, mut receiver_a) = mpsc::unbounded_channel();
-        let (network_a, bound) = Network::start(
-            NodeId::learner(1),
-            Some("127.0.0.1:0".parse().unwrap()),
-            &[],
-            Arc::new(move |event| {
-                let _ = sender_a.send(event);
-            }),
-        )
-        .await
-        .unwrap();
-        let (sender_b, mut receiver_b) = mpsc::unbounded_channel();
-        let (network_b, _) = Network::start(
-            NodeId::acceptor(1),
-            None,
-            &[bound.unwrap().to_string()],
-            Arc::new(move |event| {
-                let _ = sender_b.send(event);
-            }),
-        )
-        .await
-        .unwrap();
+        let (network_a, mut receiver_a, network_b, mut receiver_b) =
+            connected_pair(NodeId::learner(1), NodeId::acceptor(1)).await;
         assert!(matches!(
             receiver_b.recv().await.unwrap(),
             Inbound::Connected(_)
