@@ -165,15 +165,7 @@ impl Wal {
 
     /// Queues one record; it is durable only after [`Wal::sync`].
     pub fn append(&mut self, payload: &[u8]) {
-        assert!(
-            !payload.is_empty() && payload.len() <= MAX_RECORD_BYTES,
-            "a record holds 1..={MAX_RECORD_BYTES} bytes"
-        );
-        self.pending
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.pending
-            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.pending.extend_from_slice(payload);
+        encode_record(payload, &mut self.pending);
     }
 
     /// Whether appended records wait to be written.
@@ -237,14 +229,7 @@ impl Wal {
             let mut buffer = Vec::with_capacity(REWRITE_BUFFER_BYTES);
             buffer.extend_from_slice(&MAGIC[..]);
             for payload in records {
-                let payload = payload.as_ref();
-                assert!(
-                    !payload.is_empty() && payload.len() <= MAX_RECORD_BYTES,
-                    "a record holds 1..={MAX_RECORD_BYTES} bytes"
-                );
-                buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-                buffer.extend_from_slice(payload);
+                encode_record(payload.as_ref(), &mut buffer);
                 if buffer.len() >= REWRITE_BUFFER_BYTES {
                     file.write_at(length_bytes, &buffer)?;
                     length_bytes += buffer.len() as u64;
@@ -262,6 +247,17 @@ impl Wal {
         self.allocated_bytes = length_bytes;
         Ok(())
     }
+}
+
+/// Appends `payload` to `buffer` as one record: `[length][crc32][payload]`.
+fn encode_record(payload: &[u8], buffer: &mut Vec<u8>) {
+    assert!(
+        !payload.is_empty() && payload.len() <= MAX_RECORD_BYTES,
+        "a record holds 1..={MAX_RECORD_BYTES} bytes"
+    );
+    buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    buffer.extend_from_slice(payload);
 }
 
 /// Splits `contents` into records; returns them and how many leading bytes are intact.
