@@ -128,24 +128,26 @@ impl Outbox {
 
     /// Appends one message, encoded.
     fn append_message(&self, message: &Message) -> bool {
+        self.append_locked(message).is_some()
+    }
+
+    /// Appends one message, encoded, and returns the still locked state; None (nothing
+    /// appended) if the connection closed or the outbox is full.
+    fn append_locked(&self, message: &Message) -> Option<std::sync::MutexGuard<'_, OutboxState>> {
         let mut state = self.state.lock().unwrap();
         if state.closed || state.pending.len() > OUTBOX_LIMIT_BYTES {
-            return false;
+            return None;
         }
         encode_frame(message, &mut state.pending);
-        true
+        Some(state)
     }
 
     /// Appends one message and, unless someone is writing already, makes the writer task
     /// the writer: it writes after yielding once, so that other tasks can append first.
     fn append_and_hand_to_writer(&self, message: &Message) -> bool {
-        let wake_writer = {
-            let mut state = self.state.lock().unwrap();
-            if state.closed || state.pending.len() > OUTBOX_LIMIT_BYTES {
-                return false;
-            }
-            encode_frame(message, &mut state.pending);
-            !std::mem::replace(&mut state.writing, true)
+        let wake_writer = match self.append_locked(message) {
+            Some(mut state) => !std::mem::replace(&mut state.writing, true),
+            None => return false,
         };
         if wake_writer {
             self.writer_needed.notify_one();
