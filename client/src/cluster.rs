@@ -361,19 +361,16 @@ impl Cluster {
                         pause_before_retry(deadline).await;
                     }
                 },
-                Some(Answer::Disconnected) => {
+                silence @ (Some(Answer::Disconnected) | None) => {
                     attempts.silent += 1;
-                    self.forget_leader(proposer.id);
-                    pause_before_retry(deadline).await;
-                }
-                None => {
-                    attempts.silent += 1;
-                    tracing::warn!(
-                        %proposer,
-                        timeout_milliseconds = ATTEMPT_TIMEOUT.as_millis() as u64,
-                        request = ?waiter,
-                        "no answer from the proposer in time; asking again"
-                    );
+                    if silence.is_none() {
+                        tracing::warn!(
+                            %proposer,
+                            timeout_milliseconds = ATTEMPT_TIMEOUT.as_millis() as u64,
+                            request = ?waiter,
+                            "no answer from the proposer in time; asking again"
+                        );
+                    }
                     self.forget_leader(proposer.id);
                     pause_before_retry(deadline).await;
                 }
