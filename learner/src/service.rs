@@ -2,8 +2,8 @@
 //! (see [`common::event_loop`]).
 //!
 //! The loop hands the core every inbound event in batches, then the driver carries out
-//! the effects: first every
-//! `Persist` (appended to `learner.wal` and written out once per batch), then every `Send`.
+//! the effects: first every `Persist` (appended to `learner.wal` and written out once per
+//! batch), then every `Send`.
 //! Unlike an acceptor's votes, decided values can be fetched again from acceptors and peer
 //! learners, so the log is synced at most every [`SYNC_INTERVAL`] instead of per batch: a
 //! crash may lose the last moments of it, which the learner then fills like any gap.
