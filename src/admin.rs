@@ -13,8 +13,12 @@
 //!   removed in DATA_DIR, next to the node's log. A vanished volume, a read-only or a full
 //!   filesystem fails it: the states in which an acceptor could not make a promise durable.
 //!
-//! The probe says `Hello` as [`HEALTH_PROBE`], client id 0, which no real client API has
-//! (CLIENT_ID starts at 1), so a probe never takes over a real client's route.
+//! Under TLS the probe presents the node's own certificate (it runs in the node's process),
+//! and checks that the certificate answering is the node's; the node's network takes a
+//! connection from itself for its health probe ([`NodeId::HEALTH_PROBE`]), which may only
+//! ask for status. In insecure mode the probe says `Hello` as [`HEALTH_PROBE`], client id
+//! 0, which no real client API has (CLIENT_ID starts at 1), so a probe never takes over a
+//! real client's route.
 
 use anyhow::Context;
 use axum::extract::State;
@@ -24,21 +28,20 @@ use axum::routing::get;
 use axum::{Json, Router};
 use client::cluster::NodeReport;
 use common::message::{Message, NodeStatus};
-use common::node::{NodeId, Role};
+use common::network::Transport;
+use common::node::NodeId;
 use common::wire::{decode_payload, encode_frame};
 use serde_json::{json, Value as JsonValue};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The identity a health probe gives in its `Hello`: client id 0, which no client API uses.
-pub const HEALTH_PROBE: NodeId = NodeId {
-    role: Role::Client,
-    id: 0,
-};
+pub const HEALTH_PROBE: NodeId = NodeId::HEALTH_PROBE;
 
 /// How long the node has to answer the protocol probe. Generous: a healthcheck that fails
 /// under load would restart healthy nodes; a wedged driver never answers at all.
@@ -57,11 +60,18 @@ pub struct Target {
     pub protocol_address: SocketAddr,
     /// Its DATA_DIR, if it keeps one.
     pub data_dir: Option<PathBuf>,
+    /// How the node's protocol port is secured (the probe speaks the same).
+    pub transport: Transport,
 }
 
 impl Target {
     /// The target for `node`, which listens on `listen` ("ip:port", as in its config).
-    pub fn new(node: NodeId, listen: &str, data_dir: Option<PathBuf>) -> anyhow::Result<Target> {
+    pub fn new(
+        node: NodeId,
+        listen: &str,
+        data_dir: Option<PathBuf>,
+        transport: Transport,
+    ) -> anyhow::Result<Target> {
         let mut protocol_address: SocketAddr = listen
             .parse()
             .with_context(|| format!("the node's listen address {listen:?} is not ip:port"))?;
@@ -78,6 +88,7 @@ impl Target {
             node,
             protocol_address,
             data_dir,
+            transport,
         })
     }
 }
@@ -163,7 +174,12 @@ pub async fn examine(target: &Target) -> Report {
 /// Asks the node for its status over its own protocol port.
 async fn probe_protocol(target: &Target) -> Result<NodeStatus, String> {
     let address = target.protocol_address;
-    match tokio::time::timeout(PROBE_TIMEOUT, exchange_status(address, target.node)).await {
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        exchange_status(address, target.node, &target.transport),
+    )
+    .await
+    {
         Ok(Ok(status)) => Ok(status),
         Ok(Err(problem)) => Err(format!("protocol port {address}: {problem}")),
         Err(_) => Err(format!(
@@ -173,10 +189,43 @@ async fn probe_protocol(target: &Target) -> Result<NodeStatus, String> {
     }
 }
 
-async fn exchange_status(address: SocketAddr, expected: NodeId) -> Result<NodeStatus, String> {
-    let mut stream = TcpStream::connect(address)
+async fn exchange_status(
+    address: SocketAddr,
+    expected: NodeId,
+    transport: &Transport,
+) -> Result<NodeStatus, String> {
+    let stream = TcpStream::connect(address)
         .await
         .map_err(|error| error.to_string())?;
+    match transport {
+        Transport::Plaintext => exchange_status_over(stream, expected).await,
+        Transport::Tls(config) => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config.client));
+            let stream = connector
+                .connect(common::tls::dial_name(), stream)
+                .await
+                .map_err(|error| format!("TLS handshake: {error}"))?;
+            let answering = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|certificate| common::tls::node_identity(certificate).map_err(|e| e.0));
+            match answering {
+                Some(Ok(node)) if node == expected => {}
+                Some(Ok(node)) => return Err(format!("{node} answers there, not {expected}")),
+                Some(Err(problem)) => return Err(problem),
+                None => return Err("no certificate answered".into()),
+            }
+            exchange_status_over(stream, expected).await
+        }
+    }
+}
+
+async fn exchange_status_over<S>(mut stream: S, expected: NodeId) -> Result<NodeStatus, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut frames = Vec::new();
     encode_frame(&Message::Hello { node: HEALTH_PROBE }, &mut frames);
     encode_frame(&Message::StatusRequest { request_id: 1 }, &mut frames);
@@ -184,6 +233,7 @@ async fn exchange_status(address: SocketAddr, expected: NodeId) -> Result<NodeSt
         .write_all(&frames)
         .await
         .map_err(|error| error.to_string())?;
+    stream.flush().await.map_err(|error| error.to_string())?;
     loop {
         let length = stream
             .read_u32()
@@ -199,7 +249,8 @@ async fn exchange_status(address: SocketAddr, expected: NodeId) -> Result<NodeSt
             .await
             .map_err(|error| error.to_string())?;
         match decode_payload(&payload).map_err(|error| error.to_string())? {
-            Message::Hello { node } if node != expected => {
+            // Only in plaintext does a Hello name the node; under TLS the certificate did.
+            Message::Hello { node } if node != expected && node != HEALTH_PROBE => {
                 return Err(format!("{node} answers there, not {expected}"));
             }
             Message::StatusReply { status, .. } => return Ok(status),
@@ -339,6 +390,7 @@ mod tests {
 
     async fn acceptor(data_dir: &Path) -> (acceptor::service::Handle, Target) {
         let config = AcceptorConfig {
+            security: common::config::Security::Insecure,
             id: 1,
             listen: "127.0.0.1:0".to_string(),
             total_acceptors: 3,
@@ -349,6 +401,7 @@ mod tests {
             NodeId::acceptor(1),
             &handle.address().to_string(),
             Some(data_dir.to_path_buf()),
+            Transport::Plaintext,
         )
         .unwrap();
         (handle, target)
@@ -418,9 +471,16 @@ mod tests {
 
     #[test]
     fn a_wildcard_bind_address_is_probed_through_loopback() {
-        let target = Target::new(NodeId::learner(2), "0.0.0.0:7201", None).unwrap();
+        let target = Target::new(
+            NodeId::learner(2),
+            "0.0.0.0:7201",
+            None,
+            Transport::Plaintext,
+        )
+        .unwrap();
         assert_eq!(target.protocol_address.to_string(), "127.0.0.1:7201");
-        let target = Target::new(NodeId::learner(2), "[::]:7201", None).unwrap();
+        let target =
+            Target::new(NodeId::learner(2), "[::]:7201", None, Transport::Plaintext).unwrap();
         assert_eq!(target.protocol_address.to_string(), "[::1]:7201");
     }
 }

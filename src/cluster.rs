@@ -2,7 +2,9 @@
 //! directories and environment variables. `paxos up` starts it; tests start it too, node by
 //! node, so that they can kill and restart any one of them.
 
-use common::node::Role;
+use common::certificates;
+use common::node::{NodeId, Role};
+use common::tls;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -26,6 +28,9 @@ pub struct Layout {
     pub heartbeat_interval_milliseconds: u64,
     /// LEADER_TIMEOUT in milliseconds.
     pub leader_timeout_milliseconds: u64,
+    /// Mutual TLS between the nodes, with certificates in [`Layout::certificates_dir`]
+    /// (default); false runs the node plane in plaintext (PAXOS_INSECURE=true).
+    pub tls: bool,
 }
 
 impl Default for Layout {
@@ -39,6 +44,7 @@ impl Default for Layout {
             data_dir: PathBuf::from("paxos-data"),
             heartbeat_interval_milliseconds: 100,
             leader_timeout_milliseconds: 1000,
+            tls: true,
         }
     }
 }
@@ -91,6 +97,44 @@ fn hosts(base_port: u16, offset: u16, count: u32) -> String {
 }
 
 impl Layout {
+    /// Where the cluster's CA and node certificates live: `certs/` in the data directory.
+    pub fn certificates_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    /// Every node of the layout.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        certificates::topology(self.acceptors, self.proposers, self.learners, 1)
+    }
+
+    /// Makes sure every node has a certificate (creating the CA on first use); does
+    /// nothing in plaintext. Existing certificates are kept.
+    pub fn ensure_certificates(&self) -> anyhow::Result<()> {
+        if !self.tls {
+            return Ok(());
+        }
+        let names = |node: NodeId| certificates::node_names(node, &[], &[]);
+        certificates::write_directory(&self.certificates_dir(), &self.node_ids(), &names, false)?;
+        Ok(())
+    }
+
+    /// The variables that secure `node`'s connections.
+    fn security_environment(&self, name: &str) -> Vec<(String, String)> {
+        if !self.tls {
+            return vec![(tls::INSECURE_VARIABLE.into(), "true".into())];
+        }
+        let directory = self.certificates_dir();
+        let file = |file: String| directory.join(file).display().to_string();
+        vec![
+            (
+                tls::CA_FILE_VARIABLE.into(),
+                file(certificates::CA_CERT_FILE.into()),
+            ),
+            (tls::CERT_FILE_VARIABLE.into(), file(format!("{name}.pem"))),
+            (tls::KEY_FILE_VARIABLE.into(), file(format!("{name}.key"))),
+        ]
+    }
+
     /// Every node, acceptors first, client API last.
     pub fn nodes(&self) -> Vec<NodePlan> {
         let acceptor_hosts = hosts(self.base_port, 0, self.acceptors);
@@ -105,6 +149,7 @@ impl Layout {
                 .map(|(key, value)| (key.to_string(), value))
                 .collect();
             environment.push(("BIND_ADDRESS".into(), "127.0.0.1".into()));
+            environment.extend(self.security_environment(&name));
             // The client API keeps its subscriptions there.
             environment.push(("DATA_DIR".into(), data_dir(&name)));
             nodes.push(NodePlan {

@@ -15,6 +15,7 @@
 //! action for them): the learner syncs its log, the others just close their sockets, since
 //! everything they acknowledged is already durable.
 
+mod certs;
 mod cli;
 mod up;
 mod watch;
@@ -45,6 +46,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A replicated key-value store kept consistent by Multi-Paxos"
 )]
 struct Cli {
+    /// Run the node plane in plaintext, trusting every peer's Hello (the same as
+    /// PAXOS_INSECURE=true). For experiments only: see docs/SECURITY.md.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +68,9 @@ enum Command {
     Client,
     /// Start the whole default cluster on 127.0.0.1 and stop it on Ctrl-C or SIGTERM.
     Up(up::UpOptions),
+    /// Write a cluster CA and one certificate per node of a topology (mutual TLS between
+    /// nodes); an existing CA in the directory is kept and used.
+    Certs(certs::CertsOptions),
     #[command(flatten)]
     Tool(cli::ClientCommand),
     /// Ask a node's GET /health; exit 0 if it answers 200, 1 otherwise (for container
@@ -148,13 +156,15 @@ async fn with_admin<F>(
     node: NodeId,
     listen: String,
     data_dir: std::path::PathBuf,
+    security: common::config::Security,
     role: F,
 ) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     if let Some(admin_listen) = admin.listen {
-        let target = admin::Target::new(node, &listen, Some(data_dir))?;
+        let transport = common::network::Transport::from_security(&security, node)?;
+        let target = admin::Target::new(node, &listen, Some(data_dir), transport)?;
         admin::start(&admin_listen, target).await?;
     }
     role.await
@@ -208,9 +218,26 @@ fn healthcheck(address: Option<String>, timeout_milliseconds: u64) -> ExitCode {
     }
 }
 
+/// The process environment, with PAXOS_INSECURE=true when `--insecure` was given.
+struct Settings {
+    insecure: bool,
+}
+
+impl common::config::Lookup for Settings {
+    fn get(&self, name: &str) -> Option<String> {
+        if self.insecure && name == common::tls::INSECURE_VARIABLE {
+            return Some("true".into());
+        }
+        common::config::Lookup::get(&Environment, name)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::logging::init();
+    let settings = Settings {
+        insecure: cli.insecure,
+    };
     let admin = match &cli.command {
         Command::Acceptor | Command::Proposer | Command::Learner => {
             match AdminConfig::from_lookup(&Environment) {
@@ -221,41 +248,48 @@ fn main() -> ExitCode {
         _ => AdminConfig { listen: None },
     };
     match cli.command {
-        Command::Acceptor => match AcceptorConfig::from_lookup(&Environment) {
+        Command::Acceptor => match AcceptorConfig::from_lookup(&settings) {
             Ok(config) => run_role(with_admin(
                 admin,
                 NodeId::acceptor(config.id),
                 config.listen.clone(),
                 config.data_dir.clone(),
+                config.security.clone(),
                 acceptor::service::run(config),
             )),
             Err(error) => config_failure(error),
         },
-        Command::Proposer => match ProposerConfig::from_lookup(&Environment) {
+        Command::Proposer => match ProposerConfig::from_lookup(&settings) {
             Ok(config) => run_role(with_admin(
                 admin,
                 NodeId::proposer(config.id),
                 config.listen.clone(),
                 config.data_dir.clone(),
+                config.security.clone(),
                 proposer::service::run(config),
             )),
             Err(error) => config_failure(error),
         },
-        Command::Learner => match LearnerConfig::from_lookup(&Environment) {
+        Command::Learner => match LearnerConfig::from_lookup(&settings) {
             Ok(config) => run_role(with_admin(
                 admin,
                 NodeId::learner(config.id),
                 config.listen.clone(),
                 config.data_dir.clone(),
+                config.security.clone(),
                 learner::service::run(config),
             )),
             Err(error) => config_failure(error),
         },
-        Command::Client => match ClientConfig::from_lookup(&Environment) {
+        Command::Client => match ClientConfig::from_lookup(&settings) {
             Ok(config) => run_role(client::run(config)),
             Err(error) => config_failure(error),
         },
-        Command::Up(options) => up::run(options),
+        Command::Up(mut options) => {
+            options.insecure |= cli.insecure;
+            up::run(options)
+        }
+        Command::Certs(options) => certs::run(options),
         Command::Tool(command) => cli::run(command),
         Command::Healthcheck { address, timeout } => healthcheck(address, timeout),
         Command::NodeStatus { address, timeout } => status(address, timeout),

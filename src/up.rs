@@ -35,6 +35,9 @@ pub struct UpOptions {
     /// LEADER_TIMEOUT of the proposers, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     leader_timeout: u64,
+    /// Set by the global `--insecure`: the nodes talk in plaintext.
+    #[arg(skip)]
+    pub insecure: bool,
 }
 
 struct Running {
@@ -57,6 +60,7 @@ pub fn run(options: UpOptions) -> ExitCode {
         data_dir: options.data_dir.clone(),
         heartbeat_interval_milliseconds: options.heartbeat_interval,
         leader_timeout_milliseconds: options.leader_timeout,
+        tls: !options.insecure,
     };
     let program = match std::env::current_exe() {
         Ok(program) => program,
@@ -69,6 +73,13 @@ pub fn run(options: UpOptions) -> ExitCode {
         eprintln!(
             "paxos up: cannot create {}: {error}",
             options.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(error) = layout.ensure_certificates() {
+        eprintln!(
+            "paxos up: cannot write the cluster's certificates in {}: {error:#}",
+            layout.certificates_dir().display()
         );
         return ExitCode::FAILURE;
     }
@@ -120,6 +131,18 @@ pub fn run(options: UpOptions) -> ExitCode {
     );
     for node in &nodes {
         let _ = writeln!(out, "  {:<10} {}", node.name, node.address());
+    }
+    if layout.tls {
+        let _ = writeln!(
+            out,
+            "Nodes talk over mutual TLS (CA and certificates in {}).",
+            layout.certificates_dir().display()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "WARNING: --insecure: nodes talk in plaintext and trust every peer's Hello."
+        );
     }
     let _ = writeln!(
         out,

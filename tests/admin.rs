@@ -31,9 +31,29 @@ impl Drop for Node {
     }
 }
 
+/// Starts acceptor 1 with a certificate of its own (the health probe speaks TLS too).
 fn start_acceptor(data_dir: &Path, port: u16, admin_port: u16) -> Node {
+    let certificates = data_dir.join("certs");
+    let written = paxos()
+        .args([
+            "certs",
+            "--acceptors",
+            "1",
+            "--proposers",
+            "0",
+            "--learners",
+            "0",
+        ])
+        .args(["--clients", "0", "--out"])
+        .arg(&certificates)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
     let child = paxos()
         .arg("acceptor")
+        .env("TLS_CA_FILE", certificates.join("ca.pem"))
+        .env("TLS_CERT_FILE", certificates.join("acceptor1.pem"))
+        .env("TLS_KEY_FILE", certificates.join("acceptor1.key"))
         .env("ACCEPTOR_ID", "1")
         .env("ACCEPTOR_PORT", port.to_string())
         .env("ADMIN_PORT", admin_port.to_string())

@@ -121,8 +121,9 @@ async fn paxos_up_runs_the_cluster_stops_on_sigterm_and_resumes_from_disk() {
 #[test]
 fn invalid_configuration_fails_at_start_naming_the_variable() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         ("acceptor", &[], "ACCEPTOR_ID"),
+        ("acceptor", &[("ACCEPTOR_ID", "1")], "TLS_CA_FILE"),
         (
             "acceptor",
             &[("ACCEPTOR_ID", "1"), ("ACCEPTOR_PORT", "eighty")],

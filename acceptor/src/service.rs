@@ -24,7 +24,7 @@ use common::config::AcceptorConfig;
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::file_system::{FileSystem, RealFileSystem};
 use common::message::{Message, NodeStatus};
-use common::network::{Inbound, Network};
+use common::network::{Inbound, Network, Transport};
 use common::node::{NodeId, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +54,8 @@ pub async fn start_in(
     file_system: Arc<dyn FileSystem>,
 ) -> anyhow::Result<Handle> {
     let me = NodeId::acceptor(config.id);
+    let transport = Transport::from_security(&config.security, me)
+        .context("loading the node's TLS certificates")?;
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -70,16 +72,21 @@ pub async fn start_in(
     let promised_ballot = acceptor.promised_ballot();
     let truncated_tail_bytes = storage.as_ref().map_or(0, Storage::truncated_tail_bytes);
     let log_path = storage.as_ref().map(|storage| storage.path().to_path_buf());
-    let node = event_loop::start(me, Some(listen), Vec::new(), loop_options, move |network| {
-        AcceptorDriver {
+    let node = event_loop::start(
+        me,
+        Some(listen),
+        Vec::new(),
+        transport,
+        loop_options,
+        move |network| AcceptorDriver {
             me,
             acceptor,
             storage,
             network,
             outgoing: Vec::new(),
             persisted_records: 0,
-        }
-    })
+        },
+    )
     .await?;
     let address = node
         .address()
@@ -294,6 +301,7 @@ impl AcceptorDriver {
                 node: self.me,
                 detail: self.acceptor.status(),
                 peers: self.network.peer_statuses(),
+                alarms: self.network.alarms(),
             },
         }
     }

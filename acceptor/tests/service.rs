@@ -29,6 +29,7 @@ impl FakeNode {
             me,
             None,
             &[acceptor.address().to_string()],
+            common::network::Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender.send(event);
             }),
@@ -98,6 +99,7 @@ impl FakeNode {
 
 fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
     AcceptorConfig {
+        security: common::config::Security::Insecure,
         id: 1,
         listen: listen.to_string(),
         total_acceptors: 3,

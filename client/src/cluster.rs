@@ -12,10 +12,11 @@
 
 use crate::feed::{BufferLimits, Feed};
 use crate::mailbox::{lock, Answer, Mailbox, WaiterKey};
+use anyhow::Context;
 use common::ballot::Slot;
 use common::config::ClientConfig;
 use common::message::{Message, NodeStatus, ProposerState, RoleStatus};
-use common::network::{Inbound, Network};
+use common::network::{Inbound, Network, Transport};
 use common::node::{NodeId, Role};
 use common::value::Command;
 use rand::Rng;
@@ -146,10 +147,14 @@ impl Cluster {
             .chain(&config.learner_hosts)
             .cloned()
             .collect();
+        let me = NodeId::client(config.id);
+        let transport = Transport::from_security(&config.security, me)
+            .context("loading the client API's TLS certificates")?;
         let (network, _) = Network::start(
-            NodeId::client(config.id),
+            me,
             None,
             &peers,
+            transport,
             Arc::new(move |inbound| match inbound {
                 Inbound::Message(from, message) if Feed::handles(&message) => {
                     handler_feed.deliver(from, message)

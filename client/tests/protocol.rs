@@ -185,6 +185,7 @@ async fn reads_and_writes_are_a_503_when_no_node_is_reachable() {
         listener.local_addr().unwrap().to_string()
     };
     let config = common::config::ClientConfig {
+        security: common::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".to_string(),
         proposer_hosts: vec![unreachable()],
@@ -402,6 +403,7 @@ fn status_reply(
             node,
             detail,
             peers,
+            alarms: Vec::new(),
         },
     }
 }

@@ -4,6 +4,7 @@
 //! start with a message such as `invalid configuration: QUORUM_SIZE: 1 is not a majority
 //! of TOTAL_ACCEPTORS=3`.
 
+pub use crate::tls::Security;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -202,6 +203,9 @@ pub struct AcceptorConfig {
     pub total_acceptors: usize,
     /// DATA_DIR (default paxos-data/acceptor<ID>): where promises and votes are kept.
     pub data_dir: PathBuf,
+    /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
+    /// connections to the others are secured.
+    pub security: Security,
 }
 
 impl AcceptorConfig {
@@ -224,6 +228,7 @@ impl AcceptorConfig {
             listen: format!("{}:{port}", bind_address(lookup)?),
             total_acceptors,
             data_dir: data_dir(lookup, format!("acceptor{id}")),
+            security: Security::from_lookup(lookup)?,
         })
     }
 }
@@ -255,6 +260,9 @@ pub struct ProposerConfig {
     pub max_slots_in_flight: u64,
     /// MAX_BATCH_COMMANDS (default 1024): client writes the leader may put in one slot.
     pub max_batch_commands: u64,
+    /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
+    /// connections to the others are secured.
+    pub security: Security,
 }
 
 impl ProposerConfig {
@@ -288,6 +296,7 @@ impl ProposerConfig {
             data_dir: data_dir(lookup, format!("proposer{id}")),
             max_slots_in_flight: at_least_one(lookup, "MAX_SLOTS_IN_FLIGHT", 32)?,
             max_batch_commands: at_least_one(lookup, "MAX_BATCH_COMMANDS", 1024)?,
+            security: Security::from_lookup(lookup)?,
         })
     }
 }
@@ -315,6 +324,9 @@ pub struct LearnerConfig {
     /// values, for peers catching up and subscribers resuming. Older slots survive only
     /// folded into the state (sent whole to a peer that is further behind).
     pub retain_slots: u64,
+    /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
+    /// connections to the others are secured.
+    pub security: Security,
 }
 
 impl LearnerConfig {
@@ -334,6 +346,7 @@ impl LearnerConfig {
             total_acceptors,
             data_dir: data_dir(lookup, format!("learner{id}")),
             retain_slots: at_least_one(lookup, "LEARNER_RETAIN_SLOTS", 100_000)?,
+            security: Security::from_lookup(lookup)?,
         })
     }
 }
@@ -359,6 +372,9 @@ pub struct ClientConfig {
     pub subscription_buffer_events: usize,
     /// SUBSCRIPTION_BUFFER_BYTES (default 8 MiB): the same bound in bytes of event data.
     pub subscription_buffer_bytes: usize,
+    /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
+    /// connections to the others are secured.
+    pub security: Security,
 }
 
 impl ClientConfig {
@@ -383,6 +399,7 @@ impl ClientConfig {
                 "SUBSCRIPTION_BUFFER_BYTES",
                 8 * 1024 * 1024,
             )? as usize,
+            security: Security::from_lookup(lookup)?,
         })
     }
 }
@@ -422,11 +439,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The variables `pairs`, in insecure mode unless they say otherwise (the TLS
+    /// variables have tests of their own in `tls`).
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
+        let mut map: HashMap<String, String> = pairs
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect();
+        map.entry("PAXOS_INSECURE".into())
+            .or_insert_with(|| "true".into());
         move |name: &str| map.get(name).cloned()
     }
 

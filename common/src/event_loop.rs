@@ -15,7 +15,7 @@
 //! send). While the driver blocks in a sync, the network's tasks do not run, so what
 //! arrives meanwhile waits in the socket buffers and forms the next batch (group commit).
 
-use crate::network::{Inbound, InboundHandler, Network};
+use crate::network::{Inbound, InboundHandler, Network, Transport};
 use crate::node::NodeId;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -60,12 +60,13 @@ pub struct NodeThread {
 }
 
 /// Starts node `me` on a thread of its own: its network (listening on `listen`, dialling
-/// `peers`) and the driver that `make_driver` builds around the started network. Returns
-/// once the node listens, or the error that kept it from starting.
+/// `peers`, secured by `transport`) and the driver that `make_driver` builds around the
+/// started network. Returns once the node listens, or the error that kept it from starting.
 pub async fn start<D, M>(
     me: NodeId,
     listen: Option<SocketAddr>,
     peers: Vec<String>,
+    transport: Transport,
     options: LoopOptions,
     make_driver: M,
 ) -> anyhow::Result<NodeThread>
@@ -94,13 +95,14 @@ where
                 let handler: InboundHandler = Arc::new(move |event| {
                     let _ = sender.send(event); // fails only once the loop has stopped
                 });
-                let (network, bound) = match Network::start(me, listen, &peers, handler).await {
-                    Ok(started) => started,
-                    Err(error) => {
-                        let _ = started_sender.send(Err(anyhow::Error::new(error)));
-                        return;
-                    }
-                };
+                let (network, bound) =
+                    match Network::start(me, listen, &peers, transport, handler).await {
+                        Ok(started) => started,
+                        Err(error) => {
+                            let _ = started_sender.send(Err(anyhow::Error::new(error)));
+                            return;
+                        }
+                    };
                 let mut driver = make_driver(network);
                 let _ = started_sender.send(Ok(bound));
                 run(&mut driver, &mut inbox, &thread_stop, options).await;

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod ballot;
+pub mod certificates;
 pub mod config;
 pub mod event_loop;
 pub mod file_system;
@@ -26,6 +27,8 @@ pub mod logging;
 pub mod message;
 pub mod network;
 pub mod node;
+pub mod routes;
+pub mod tls;
 pub mod value;
 pub mod wal;
 pub mod wire;

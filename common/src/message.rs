@@ -364,6 +364,9 @@ pub struct NodeStatus {
     pub detail: RoleStatus,
     /// Its outbound links.
     pub peers: Vec<PeerStatus>,
+    /// What the node refused from peers or found wrong (its core's alarms, the network's
+    /// refusals, insecure mode), newest last; empty while all is well.
+    pub alarms: Vec<String>,
 }
 
 /// The role-specific part of a status report.

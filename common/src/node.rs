@@ -39,6 +39,14 @@ pub struct NodeId {
 }
 
 impl NodeId {
+    /// The identity of a node's own health probe (its admin listener asking for status on
+    /// the node's protocol port): client id 0, which no client API has. The network gives
+    /// it to a connection from the node itself, and it may only ask for status.
+    pub const HEALTH_PROBE: NodeId = NodeId {
+        role: Role::Client,
+        id: 0,
+    };
+
     /// Acceptor number `id`.
     pub fn acceptor(id: u32) -> Self {
         NodeId {

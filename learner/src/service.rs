@@ -20,7 +20,7 @@ use anyhow::{anyhow, Context};
 use common::config::LearnerConfig;
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
-use common::network::{Inbound, Network};
+use common::network::{Inbound, Network, Transport};
 use common::node::NodeId;
 use common::wal::Wal;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,8 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         .parse()
         .with_context(|| format!("the learner's listen address {:?}", config.listen))?;
     let me = NodeId::learner(config.id);
+    let transport = Transport::from_security(&config.security, me)
+        .context("loading the node's TLS certificates")?;
     let mut options = LearnerOptions::new(config.id, config.quorum_size);
     options.retain_slots = config.retain_slots;
     let wal_path = config.data_dir.join(WAL_FILE_NAME);
@@ -101,16 +103,21 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         max_catch_up_ticks: 1,
         max_batch_events: MAX_BATCH_EVENTS,
     };
-    let node = event_loop::start(me, Some(listen), peers, loop_options, move |network| {
-        LearnerDriver {
+    let node = event_loop::start(
+        me,
+        Some(listen),
+        peers,
+        transport,
+        loop_options,
+        move |network| LearnerDriver {
             me,
             core,
             wal,
             network,
             effects: Vec::new(),
             unsynced_since: None,
-        }
-    })
+        },
+    )
     .await?;
     Ok(Handle {
         address: node
@@ -198,6 +205,7 @@ impl Driver for LearnerDriver {
                             node: self.me,
                             detail: self.core.status(),
                             peers: self.network.peer_statuses(),
+                            alarms: self.network.alarms(),
                         },
                     },
                 });

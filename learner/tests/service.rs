@@ -30,6 +30,7 @@ async fn fake_node(me: NodeId, listen: bool, peers: &[String]) -> FakeNode {
         me,
         listen,
         peers,
+        common::network::Transport::Plaintext,
         Arc::new(move |event| {
             let _ = sender.send(event);
         }),
@@ -83,6 +84,7 @@ impl FakeNode {
 
 fn config(data_dir: &Path, acceptor_hosts: Vec<String>) -> LearnerConfig {
     LearnerConfig {
+        security: common::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".into(),
         total_acceptors: acceptor_hosts.len(),

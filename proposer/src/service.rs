@@ -6,7 +6,7 @@ use anyhow::Context;
 use common::config::ProposerConfig;
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::message::{Message, NodeStatus};
-use common::network::{Inbound, Network};
+use common::network::{Inbound, Network, Transport};
 use common::node::NodeId;
 use common::wal::Wal;
 use common::TICK_MILLISECONDS;
@@ -84,6 +84,8 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     options.max_slots_in_flight = config.max_slots_in_flight as usize;
     options.max_batch_commands = config.max_batch_commands as usize;
     let me = NodeId::proposer(config.id);
+    let transport = Transport::from_security(&config.security, me)
+        .context("loading the node's TLS certificates")?;
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -103,15 +105,20 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         max_catch_up_ticks: 100,
         max_batch_events: MAX_BATCH_MESSAGES,
     };
-    let node = event_loop::start(me, Some(listen), peers, loop_options, move |network| {
-        ProposerDriver {
+    let node = event_loop::start(
+        me,
+        Some(listen),
+        peers,
+        transport,
+        loop_options,
+        move |network| ProposerDriver {
             proposer,
             network,
             round_store,
             effects: Vec::new(),
             was_leader: false,
-        }
-    })
+        },
+    )
     .await?;
     let address = node.address().expect("a listener was requested");
     tracing::info!(
@@ -150,6 +157,7 @@ impl Driver for ProposerDriver {
                             node: self.network.me(),
                             detail: self.proposer.status(),
                             peers: self.network.peer_statuses(),
+                            alarms: self.network.alarms(),
                         },
                     },
                 );

@@ -96,6 +96,10 @@ impl TestCluster {
             assert!(attempt < 49, "no free ports found");
         }
         let layout = layout.expect("ports chosen");
+        // Mutual TLS between the nodes, as in production.
+        layout
+            .ensure_certificates()
+            .expect("the cluster's certificates are written");
         let nodes = layout.nodes();
         let base_url = format!("http://127.0.0.1:{}", layout.client_port);
         let cluster = TestCluster {

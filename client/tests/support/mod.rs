@@ -42,6 +42,7 @@ impl FakeNode {
             node,
             Some("127.0.0.1:0".parse().unwrap()),
             &[],
+            common::network::Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender.send(event);
             }),
@@ -117,6 +118,7 @@ pub fn config(
     request_timeout_milliseconds: u64,
 ) -> ClientConfig {
     ClientConfig {
+        security: common::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".to_string(),
         proposer_hosts: proposers.iter().map(|node| node.address.clone()).collect(),

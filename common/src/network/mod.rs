@@ -1,11 +1,25 @@
-//! The node-to-node network: persistent TCP connections carrying framed [`Message`]s.
+//! The node-to-node network: persistent connections carrying framed [`Message`]s, over
+//! mutual TLS unless the node runs insecure.
 //!
 //! Each node listens on its port and keeps one outbound connection to every configured
-//! peer address, reconnecting with backoff. Both ends start with `Hello`, so afterwards a
-//! message is addressed to a [`NodeId`], whichever side opened the connection. Messages
-//! to a node that is not connected are dropped: the protocols tolerate loss (proposers
-//! retransmit, learners fill gaps, clients retry), and dropping keeps a dead peer from
-//! growing memory.
+//! peer address, reconnecting with backoff. A connection starts with the TLS handshake, in
+//! which both ends prove who they are with a certificate of the cluster's CA; then both
+//! send `Hello`. The peer's [`NodeId`] is the one its certificate names (see
+//! [`crate::tls`]); only in insecure mode is it the one `Hello` claims. Afterwards a message
+//! is addressed to a [`NodeId`], whichever side opened the connection. Messages to a node
+//! that is not connected are dropped: the protocols tolerate loss (proposers retransmit,
+//! learners fill gaps, clients retry), and dropping keeps a dead peer from growing memory.
+//!
+//! The network is the edge where the outside is checked, before any core sees it:
+//! - every inbound message must be one its sender's role may send to this node's role
+//!   ([`crate::routes`]); others are dropped, counted and logged once per peer and kind;
+//! - before a peer is authenticated its frames are limited to
+//!   [`PRE_AUTHENTICATION_FRAME_BYTES_MAX`], a frame must arrive within a deadline, and
+//!   read buffers grow with the bytes received, not with the length announced (see
+//!   `reader`);
+//! - at most [`MAX_INBOUND_CONNECTIONS`] inbound connections at once, of which at most
+//!   [`MAX_HANDSHAKING_CONNECTIONS`] not yet authenticated, and at most
+//!   [`MAX_CONNECTIONS_PER_PEER`] per authenticated node.
 //!
 //! Sending costs no thread switch: a message is encoded into its connection's outbox and
 //! written by the sending thread itself with a non-blocking `write` (a driver thread queues
@@ -13,7 +27,7 @@
 //! [`Network::flush`], so a burst of messages to one peer costs one system call). Only when
 //! the socket is full does the connection's writer task take over the outbox and wait for
 //! room; it then writes everything queued meanwhile in one call. A broadcast encodes its
-//! message once for every receiver.
+//! message once for every receiver (and encrypts it once per connection).
 //!
 //! For fault tests only, the network has a fault switch ([`FAULT_FILE_VARIABLE`]): when
 //! `PAXOS_FAULT_FILE` names a file, the network reads it every 50 ms and silently drops the
@@ -21,25 +35,36 @@
 //! each other, one way or both, without touching the machine's network. Unset (always, in
 //! production), nothing is read and nothing is dropped.
 
+mod outbox;
+mod reader;
+
 use crate::message::{Message, PeerStatus};
 use crate::node::{NodeId, Role};
-use crate::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
+use crate::routes::{self, MessageKind};
+use crate::tls::{self, NodeTls, Security};
+use crate::wire::{encode_frame, MAX_FRAME_BYTES};
+use outbox::{write_loop, Outbox};
+use reader::FrameReader;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Bytes queued per connection before further messages are dropped (a peer that stopped
-/// reading must not grow our memory without bound).
-const OUTBOX_LIMIT_BYTES: usize = 256 << 20;
-/// An idle outbox keeps at most this much buffer capacity.
-const OUTBOX_KEPT_CAPACITY_BYTES: usize = 1 << 20;
-/// How long to wait for the peer's `Hello`.
+/// How long the TLS handshake and the peer's `Hello` may take together.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest frame a peer may send before it is authenticated (its `Hello`).
+pub const PRE_AUTHENTICATION_FRAME_BYTES_MAX: usize = 4 * 1024;
+/// Inbound connections a node holds at once; more are closed as they arrive.
+pub const MAX_INBOUND_CONNECTIONS: usize = 512;
+/// Inbound connections still in their handshake at once; more are closed as they arrive.
+pub const MAX_HANDSHAKING_CONNECTIONS: usize = 64;
+/// Connections one authenticated node may hold to this node (normally one each way).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
+/// Distinct alarms the network keeps for `/status` (the oldest go first).
+const MAX_ALARMS: usize = 16;
 /// A peer whose kernel acknowledges nothing for this long, neither our data nor keepalive
 /// probes, is gone: the connection is closed and redialled, resolving the peer's name
 /// again. Without it, a peer cut off by a partition, or re-created with a new address,
@@ -49,6 +74,34 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle time before the first keepalive probe, and the time between probes.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+
+/// A connection's TLS session, shared by its reader and its writer.
+type TlsSession = Arc<Mutex<rustls::Connection>>;
+
+/// How a node's connections are secured.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Mutual TLS: peers are who their certificates say.
+    Tls(Arc<NodeTls>),
+    /// Plaintext: peers are who their `Hello` says (insecure mode, and tests of the
+    /// protocol that play other nodes).
+    Plaintext,
+}
+
+impl Transport {
+    /// The transport `security` asks for, with its files loaded for node `me`.
+    pub fn from_security(security: &Security, me: NodeId) -> anyhow::Result<Transport> {
+        match security {
+            Security::Insecure => Ok(Transport::Plaintext),
+            Security::Tls(files) => Ok(Transport::Tls(Arc::new(NodeTls::load(files, me)?))),
+        }
+    }
+
+    /// Whether this is plaintext.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, Transport::Plaintext)
+    }
+}
 
 /// The environment variable naming the fault file of a node, for fault tests. Each line of
 /// the file is `<direction> <node>`: `in` drops messages from that node, `out` drops
@@ -82,140 +135,6 @@ struct Route {
 struct Shared {
     routes: HashMap<NodeId, Vec<Route>>,
     peers: Vec<PeerStatus>,
-}
-
-/// The bytes waiting to go out on one connection, and who may write them.
-///
-/// At most one party writes to the socket at a time, so frames never interleave: the
-/// thread that finds the outbox idle writes it directly (non-blocking); if the socket
-/// cannot take everything, the rest stays in `pending` and the connection's writer task
-/// becomes the writer until the outbox is empty again.
-struct Outbox {
-    state: Mutex<OutboxState>,
-    /// Wakes the writer task when it must take over.
-    writer_needed: tokio::sync::Notify,
-    socket: tokio::net::tcp::OwnedWriteHalf,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    /// Encoded frames not yet written, in order.
-    pending: Vec<u8>,
-    /// Someone is writing (a sender, or the writer task): others only append.
-    writing: bool,
-    /// The socket failed: the connection is closing and nothing more is accepted.
-    closed: bool,
-}
-
-impl Outbox {
-    fn new(socket: tokio::net::tcp::OwnedWriteHalf) -> Outbox {
-        Outbox {
-            state: Mutex::new(OutboxState::default()),
-            writer_needed: tokio::sync::Notify::new(),
-            socket,
-        }
-    }
-
-    /// Appends already-encoded frames; false if the connection closed or the outbox is full.
-    fn append(&self, frames: &[u8]) -> bool {
-        let mut state = self.state.lock().unwrap();
-        if state.closed || state.pending.len() + frames.len() > OUTBOX_LIMIT_BYTES {
-            return false;
-        }
-        state.pending.extend_from_slice(frames);
-        true
-    }
-
-    /// Appends one message, encoded.
-    fn append_message(&self, message: &Message) -> bool {
-        self.append_locked(message).is_some()
-    }
-
-    /// Appends one message, encoded, and returns the still locked state; None (nothing
-    /// appended) if the connection closed or the outbox is full.
-    fn append_locked(&self, message: &Message) -> Option<std::sync::MutexGuard<'_, OutboxState>> {
-        let mut state = self.state.lock().unwrap();
-        if state.closed || state.pending.len() > OUTBOX_LIMIT_BYTES {
-            return None;
-        }
-        encode_frame(message, &mut state.pending);
-        Some(state)
-    }
-
-    /// Appends one message and, unless someone is writing already, makes the writer task
-    /// the writer: it writes after yielding once, so that other tasks can append first.
-    fn append_and_hand_to_writer(&self, message: &Message) -> bool {
-        let wake_writer = match self.append_locked(message) {
-            Some(mut state) => !std::mem::replace(&mut state.writing, true),
-            None => return false,
-        };
-        if wake_writer {
-            self.writer_needed.notify_one();
-        }
-        true
-    }
-
-    /// Writes what is pending from this thread, without blocking; hands any rest to the
-    /// writer task. Does nothing if someone else is writing (they will write it).
-    fn flush(&self) {
-        let mut bytes = {
-            let mut state = self.state.lock().unwrap();
-            if state.writing || state.closed || state.pending.is_empty() {
-                return;
-            }
-            state.writing = true;
-            std::mem::take(&mut state.pending)
-        };
-        let mut written = 0;
-        let mut failed = false;
-        while written < bytes.len() {
-            match self.socket.try_write(&bytes[written..]) {
-                Ok(0) => {
-                    failed = true; // a socket that takes nothing will never take more
-                    break;
-                }
-                Ok(count) => written += count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => {
-                    tracing::debug!(%error, "write failed");
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        let mut state = self.state.lock().unwrap();
-        if failed {
-            state.closed = true;
-            state.writing = false;
-            state.pending = Vec::new();
-            return;
-        }
-        if written < bytes.len() {
-            // The socket is full: the rest goes first, then what others appended meanwhile.
-            bytes.drain(..written);
-            bytes.extend_from_slice(&state.pending);
-            state.pending = bytes;
-            drop(state);
-            self.writer_needed.notify_one();
-        } else if !state.pending.is_empty() {
-            // Others appended while we wrote: the writer task writes it, so that this
-            // thread does not loop on behalf of everyone.
-            drop(state);
-            self.writer_needed.notify_one();
-        } else {
-            state.writing = false;
-            if bytes.capacity() <= OUTBOX_KEPT_CAPACITY_BYTES {
-                bytes.clear();
-                state.pending = bytes; // keep the allocation for the next frames
-            }
-        }
-    }
-
-    fn close(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.closed = true;
-        state.pending = Vec::new();
-    }
 }
 
 /// The nodes whose messages the fault switch drops, as the fault file lists them.
@@ -289,6 +208,7 @@ impl FaultRules {
 #[derive(Clone)]
 pub struct Network {
     me: NodeId,
+    transport: Transport,
     shared: Arc<Mutex<Shared>>,
     handler: InboundHandler,
     next_connection_id: Arc<AtomicU64>,
@@ -300,19 +220,92 @@ pub struct Network {
     fault_drops: Arc<AtomicU64>,
     /// Whether a fault switch is in use at all, so that production sends skip its lock.
     faults_active: Arc<AtomicBool>,
+    /// What the edge refused, for logs and `/status`.
+    refusals: Arc<Mutex<Refusals>>,
+    /// Inbound connections open, and of those still in their handshake.
+    inbound_connections: Arc<AtomicUsize>,
+    handshaking_connections: Arc<AtomicUsize>,
+}
+
+/// What the network refused: messages its table forbids, connections that failed to
+/// authenticate or broke a bound.
+#[derive(Default)]
+struct Refusals {
+    /// Messages dropped because their sender's role may not send them here.
+    messages: u64,
+    /// Connections closed before or after authentication for breaking a rule.
+    connections: u64,
+    /// (peer, kind) pairs already logged, so that a flood logs once.
+    logged: HashSet<(NodeId, MessageKind)>,
+    /// Distinct alarm texts with how often each happened, oldest first.
+    alarms: Vec<(String, u64)>,
+}
+
+impl Refusals {
+    fn alarm(&mut self, text: String) {
+        if let Some(known) = self.alarms.iter_mut().find(|(known, _)| *known == text) {
+            known.1 += 1;
+            return;
+        }
+        if self.alarms.len() == MAX_ALARMS {
+            self.alarms.remove(0);
+        }
+        self.alarms.push((text, 1));
+    }
+}
+
+/// Decrements a connection counter when the connection it counts ends.
+struct CountedConnection(Arc<AtomicUsize>);
+
+impl CountedConnection {
+    /// Counts one more connection unless `limit` are counted already.
+    fn try_new(counter: &Arc<AtomicUsize>, limit: usize) -> Option<CountedConnection> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < limit).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| CountedConnection(Arc::clone(counter)))
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Aborts a task when dropped: a connection's writer ends with its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Network {
     /// Starts the network of node `me`: listens on `listen` (if any; the bound address is
-    /// returned) and connects to each of `peer_addresses` ("host:port").
+    /// returned) and connects to each of `peer_addresses` ("host:port"), secured by
+    /// `transport`.
     pub async fn start(
         me: NodeId,
         listen: Option<SocketAddr>,
         peer_addresses: &[String],
+        transport: Transport,
         handler: InboundHandler,
     ) -> io::Result<(Network, Option<SocketAddr>)> {
+        if transport.is_insecure() {
+            tracing::warn!(
+                node = %me,
+                "the node-to-node network runs in plaintext ({}=true): anyone who reaches \
+                 this node's port can pose as any node",
+                tls::INSECURE_VARIABLE
+            );
+        }
         let network = Network {
             me,
+            transport,
             shared: Arc::new(Mutex::new(Shared::default())),
             handler,
             next_connection_id: Arc::new(AtomicU64::new(1)),
@@ -322,6 +315,9 @@ impl Network {
             faults_active: Arc::new(AtomicBool::new(
                 std::env::var_os(FAULT_FILE_VARIABLE).is_some(),
             )),
+            refusals: Arc::new(Mutex::new(Refusals::default())),
+            inbound_connections: Arc::new(AtomicUsize::new(0)),
+            handshaking_connections: Arc::new(AtomicUsize::new(0)),
         };
         if let Some(path) = std::env::var_os(FAULT_FILE_VARIABLE) {
             tokio::spawn(watch_fault_file(
@@ -343,6 +339,69 @@ impl Network {
             network.add_peer(address);
         }
         Ok((network, bound))
+    }
+
+    /// Whether this network runs in plaintext, trusting every `Hello`.
+    pub fn is_insecure(&self) -> bool {
+        self.transport.is_insecure()
+    }
+
+    /// Messages dropped at the edge because their sender may not send them here.
+    pub fn refused_messages(&self) -> u64 {
+        self.refusals.lock().unwrap().messages
+    }
+
+    /// Connections closed for failing authentication or breaking a bound.
+    pub fn refused_connections(&self) -> u64 {
+        self.refusals.lock().unwrap().connections
+    }
+
+    /// What the edge refused, as lines for `/status` (with how often), and the insecure
+    /// mode's warning when it is on.
+    pub fn alarms(&self) -> Vec<String> {
+        let refusals = self.refusals.lock().unwrap();
+        let mut alarms: Vec<String> = Vec::new();
+        if self.is_insecure() {
+            alarms.push(format!(
+                "insecure: the node-to-node network runs in plaintext ({}=true); peers are \
+                 who they say they are",
+                tls::INSECURE_VARIABLE
+            ));
+        }
+        alarms.extend(refusals.alarms.iter().map(|(text, count)| match count {
+            1 => text.clone(),
+            _ => format!("{text} ({count} times)"),
+        }));
+        alarms
+    }
+
+    /// Drops `kind` from `peer`: counted, logged once per peer and kind, kept as an alarm.
+    fn refuse_message(&self, peer: NodeId, kind: MessageKind) {
+        let mut refusals = self.refusals.lock().unwrap();
+        refusals.messages += 1;
+        let text = format!(
+            "refused {kind:?} from {peer}: a {} may not send it to a {}",
+            peer.role.name(),
+            self.me.role.name()
+        );
+        if refusals.logged.len() < 4096 && refusals.logged.insert((peer, kind)) {
+            tracing::warn!(%peer, message = ?kind, "{text}; dropped (logged once per peer)");
+        }
+        refusals.alarm(text);
+    }
+
+    /// Counts a connection closed for breaking a rule, and keeps why.
+    fn refuse_connection(&self, from: Option<SocketAddr>, problem: &str) {
+        let mut refusals = self.refusals.lock().unwrap();
+        refusals.connections += 1;
+        let from = from.map_or_else(|| "a peer".to_string(), |address| address.ip().to_string());
+        let text = format!("refused a connection from {from}: {problem}");
+        if refusals.alarms.iter().any(|(known, _)| *known == text) {
+            tracing::debug!("{text}");
+        } else {
+            tracing::warn!("{text} (logged once per address and reason)");
+        }
+        refusals.alarm(text);
     }
 
     /// Starts keeping a connection to `address` ("host:port"), unless it is already a
@@ -526,15 +585,34 @@ impl Network {
     async fn accept_loop(self, listener: TcpListener) {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, address)) => {
+                    let Some(open) = CountedConnection::try_new(
+                        &self.inbound_connections,
+                        MAX_INBOUND_CONNECTIONS,
+                    ) else {
+                        self.refuse_connection(Some(address), "too many connections open");
+                        continue;
+                    };
+                    let Some(handshaking) = CountedConnection::try_new(
+                        &self.handshaking_connections,
+                        MAX_HANDSHAKING_CONNECTIONS,
+                    ) else {
+                        self.refuse_connection(Some(address), "too many handshakes at once");
+                        continue;
+                    };
                     let network = self.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = network.run_connection(stream, None).await {
-                            tracing::debug!(%error, "inbound connection ended");
+                        let _open = open;
+                        let result = network
+                            .run_connection(stream, None, Some(address), Some(handshaking))
+                            .await;
+                        if let Err(error) = result {
+                            tracing::debug!(%error, %address, "inbound connection ended");
                         }
                     });
                 }
                 Err(error) => {
+                    // Out of file descriptors, most likely: wait for some to close.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -548,7 +626,11 @@ impl Network {
             match TcpStream::connect(address.as_str()).await {
                 Ok(stream) => {
                     backoff = Duration::from_millis(20);
-                    match self.run_connection(stream, Some(peer_index)).await {
+                    let peer_address = stream.peer_addr().ok();
+                    match self
+                        .run_connection(stream, Some(peer_index), peer_address, None)
+                        .await
+                    {
                         Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
                             tracing::debug!(%address, "this address is the node itself");
                             return;
@@ -576,40 +658,127 @@ impl Network {
         peer.connected = connected;
     }
 
-    async fn run_connection(&self, stream: TcpStream, peer_index: Option<usize>) -> io::Result<()> {
+    /// The TLS handshake: both ends verify each other's certificate against the CA; the
+    /// peer is the node its certificate names. None in plaintext.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        outbound: bool,
+    ) -> io::Result<(TcpStream, Option<(TlsSession, NodeId)>)> {
+        let Transport::Tls(config) = &self.transport else {
+            return Ok((stream, None));
+        };
+        let (stream, mut session) = if outbound {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config.client));
+            let (stream, session) = connector
+                .connect(tls::dial_name(), stream)
+                .await?
+                .into_inner();
+            (stream, rustls::Connection::Client(session))
+        } else {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config.server));
+            let (stream, session) = acceptor.accept(stream).await?.into_inner();
+            (stream, rustls::Connection::Server(session))
+        };
+        let certificate = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .ok_or_else(|| invalid("the peer presented no certificate"))?;
+        let node = tls::node_identity(certificate).map_err(|error| invalid(&error.0))?;
+        // The outbox bounds what is queued; the session must not refuse plaintext.
+        session.set_buffer_limit(None);
+        Ok((stream, Some((Arc::new(Mutex::new(session)), node))))
+    }
+
+    /// The first steps of a connection, under [`HELLO_TIMEOUT`]: the TLS handshake, then
+    /// `Hello` both ways (at most [`PRE_AUTHENTICATION_FRAME_BYTES_MAX`] from the peer).
+    /// Returns who the peer is, and the connection's reader, outbox and writer.
+    async fn open_connection(
+        &self,
+        stream: TcpStream,
+        outbound: bool,
+    ) -> io::Result<(NodeId, FrameReader, Arc<Outbox>, AbortOnDrop)> {
+        let (stream, tls) = self.handshake(stream, outbound).await?;
+        let (session, certified) = match tls {
+            Some((session, node)) => (Some(session), Some(node)),
+            None => (None, None),
+        };
+        let (read_half, write_half) = stream.into_split();
+        let outbox = Arc::new(Outbox::new(write_half, session.clone()));
+        let writer = AbortOnDrop(tokio::spawn(write_loop(Arc::clone(&outbox))));
+        outbox.append_message(&Message::Hello { node: self.me });
+        outbox.flush();
+        let mut reader = FrameReader::new(read_half, session);
+        let claimed = match reader
+            .read_frame(PRE_AUTHENTICATION_FRAME_BYTES_MAX)
+            .await?
+        {
+            Message::Hello { node } => node,
+            other => return Err(invalid(&format!("expected Hello, got {:?}", other.kind()))),
+        };
+        let remote = match certified {
+            Some(node) => {
+                if node != claimed {
+                    tracing::debug!(%node, %claimed, "a peer's Hello names another node; its certificate counts");
+                }
+                node
+            }
+            None => claimed,
+        };
+        Ok((remote, reader, outbox, writer))
+    }
+
+    async fn run_connection(
+        &self,
+        stream: TcpStream,
+        peer_index: Option<usize>,
+        address: Option<SocketAddr>,
+        handshaking: Option<CountedConnection>,
+    ) -> io::Result<()> {
         stream.set_nodelay(true)?;
         detect_silent_peer(&stream)?;
-        let (read_half, mut write_half) = stream.into_split();
-        let mut reader = BufReader::with_capacity(1 << 16, read_half);
-        let mut hello = Vec::new();
-        encode_frame(&Message::Hello { node: self.me }, &mut hello);
-        write_half.write_all(&hello).await?;
-        let remote = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader)).await {
-            Ok(Ok(Message::Hello { node })) => node,
-            Ok(Ok(other)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("expected Hello, got {other:?}"),
-                ))
+        let outbound = peer_index.is_some();
+        let opened =
+            tokio::time::timeout(HELLO_TIMEOUT, self.open_connection(stream, outbound)).await;
+        drop(handshaking);
+        let (mut remote, mut reader, outbox, _writer) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(error)) => {
+                if error.kind() != io::ErrorKind::UnexpectedEof || !self.is_insecure() {
+                    self.refuse_connection(address, &error.to_string());
+                }
+                return Err(error);
             }
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no Hello")),
+            Err(_) => {
+                self.refuse_connection(address, "no handshake and Hello within 5 s");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no Hello"));
+            }
         };
         if remote == self.me {
-            // A node listed among its own peers (LEARNER_HOSTS may list every learner).
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "connected to itself",
-            ));
+            if outbound {
+                // A node listed among its own peers (LEARNER_HOSTS may list every learner).
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "connected to itself",
+                ));
+            }
+            // The node's own admin listener asking for status (see `NodeId::HEALTH_PROBE`).
+            remote = NodeId::HEALTH_PROBE;
         }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(write_half));
         let first_route = {
             let mut shared = self.shared.lock().unwrap();
             let routes = shared.routes.entry(remote).or_default();
+            if routes.len() >= MAX_CONNECTIONS_PER_PEER {
+                drop(shared);
+                let problem =
+                    format!("{remote} holds {MAX_CONNECTIONS_PER_PEER} connections already");
+                self.refuse_connection(address, &problem);
+                return Err(invalid(&problem));
+            }
             routes.push(Route {
                 connection_id,
-                outbound: peer_index.is_some(),
+                outbound,
                 outbox: Arc::clone(&outbox),
             });
             routes.len() == 1
@@ -621,20 +790,29 @@ impl Network {
         if first_route {
             (self.handler)(Inbound::Connected(remote));
         }
-        let writer = tokio::spawn(write_loop(Arc::clone(&outbox)));
         let result = loop {
-            match read_frame(&mut reader).await {
+            let frame = reader.read_frame(MAX_FRAME_BYTES).await;
+            if reader.take_tls_output_waiting() {
+                outbox.flush();
+            }
+            match frame {
                 Ok(_)
                     if self.faults_active.load(Ordering::Relaxed)
                         && self.faults.lock().unwrap().drops_inbound(remote) =>
                 {
                     self.fault_drops.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(message) => (self.handler)(Inbound::Message(remote, message)),
+                Ok(message) => {
+                    let kind = message.kind();
+                    if routes::permitted(kind, remote, self.me.role) {
+                        (self.handler)(Inbound::Message(remote, message));
+                    } else {
+                        self.refuse_message(remote, kind);
+                    }
+                }
                 Err(error) => break error,
             }
         };
-        writer.abort();
         outbox.close();
         let last_route = {
             let mut shared = self.shared.lock().unwrap();
@@ -649,12 +827,19 @@ impl Network {
         if last_route {
             (self.handler)(Inbound::Disconnected(remote));
         }
-        if result.kind() == io::ErrorKind::UnexpectedEof {
-            Ok(())
-        } else {
-            Err(result)
+        match result.kind() {
+            io::ErrorKind::UnexpectedEof => Ok(()),
+            io::ErrorKind::InvalidData | io::ErrorKind::TimedOut => {
+                self.refuse_connection(address, &format!("{remote}: {result}"));
+                Err(result)
+            }
+            _ => Err(result),
         }
     }
+}
+
+fn invalid(problem: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, problem.to_string())
 }
 
 /// Reads the fault file every [`FAULT_FILE_POLL`] and installs its rules; a missing file
@@ -701,62 +886,6 @@ fn detect_silent_peer(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// The connection's writer: takes over the outbox when a sender could not write all of it
-/// without blocking, and writes until the outbox is empty.
-async fn write_loop(outbox: Arc<Outbox>) {
-    loop {
-        outbox.writer_needed.notified().await;
-        // Tasks woken together with this one append before it writes (see `send_soon`).
-        tokio::task::yield_now().await;
-        loop {
-            let bytes = {
-                let mut state = outbox.state.lock().unwrap();
-                if state.closed {
-                    return;
-                }
-                if state.pending.is_empty() {
-                    state.writing = false;
-                    break;
-                }
-                state.writing = true;
-                std::mem::take(&mut state.pending)
-            };
-            if let Err(error) = write_all(&outbox.socket, &bytes).await {
-                tracing::debug!(%error, "write failed");
-                outbox.close();
-                return;
-            }
-        }
-    }
-}
-
-async fn write_all(socket: &tokio::net::tcp::OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
-    let mut written = 0;
-    while written < bytes.len() {
-        socket.writable().await?;
-        match socket.try_write(&bytes[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(count) => written += count,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
-async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R) -> io::Result<Message> {
-    let length = reader.read_u32().await? as usize;
-    if length > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {length} bytes exceeds the limit"),
-        ));
-    }
-    let mut payload = vec![0u8; length];
-    reader.read_exact(&mut payload).await?;
-    decode_payload(&payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,6 +909,7 @@ mod tests {
             listening,
             Some("127.0.0.1:0".parse().unwrap()),
             &[],
+            Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender_a.send(event);
             }),
@@ -790,6 +920,7 @@ mod tests {
             dialling,
             None,
             &[bound.unwrap().to_string()],
+            Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender_b.send(event);
             }),
@@ -912,7 +1043,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_sent_soon_by_many_tasks_all_arrive_each_task_in_order() {
         let (network_a, mut receiver_a, network_b, mut receiver_b) =
-            connected_pair(NodeId::acceptor(1), NodeId::proposer(1)).await;
+            connected_pair(NodeId::learner(1), NodeId::client(1)).await;
         assert!(matches!(
             receiver_b.recv().await.unwrap(),
             Inbound::Connected(_)
@@ -932,9 +1063,9 @@ mod tests {
                     };
                     // Direct sends interleave with deferred ones on the same connection.
                     if sequence % 7 == 0 {
-                        assert!(network.send(NodeId::acceptor(1), message));
+                        assert!(network.send(NodeId::learner(1), message));
                     } else {
-                        assert!(network.send_soon(NodeId::acceptor(1), message));
+                        assert!(network.send_soon(NodeId::learner(1), message));
                     }
                     if sequence % 10 == 0 {
                         tokio::task::yield_now().await;
@@ -973,7 +1104,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_larger_than_the_socket_arrives_complete_and_in_order_from_any_thread() {
         let (network_a, mut receiver_a, network_b, mut receiver_b) =
-            connected_pair(NodeId::learner(1), NodeId::acceptor(1)).await;
+            connected_pair(NodeId::learner(1), NodeId::client(1)).await;
         assert!(matches!(
             receiver_b.recv().await.unwrap(),
             Inbound::Connected(_)
