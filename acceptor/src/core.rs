@@ -8,10 +8,18 @@
 //!
 //! No I/O, clock or logging here: the service feeds messages in and carries effects out, and
 //! tests drive the same code directly.
+//!
+//! What comes from the network is validated before it can change anything: a Prepare,
+//! Accept or Confirm must come from the proposer that owns its ballot, with a round at most
+//! [`MAX_ROUND_LEAD`] above the promise (so that no peer can exhaust the rounds), and an
+//! Accept must name a plausible slot and may not carry a second value for a slot under a
+//! ballot already accepted there. A refused message changes nothing, is not answered, and
+//! raises an alarm ([`Acceptor::alarms`]), the core's only record since it does not log.
 
-use common::ballot::{Ballot, Slot};
+use common::alarm::{Alarm, Alarms};
+use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use common::message::{AcceptedEntry, Message, RoleStatus};
-use common::node::NodeId;
+use common::node::{NodeId, Role};
 use common::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,14 +58,33 @@ pub enum Effect {
 }
 
 /// One acceptor's state: the promise and the accepted value of every slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two acceptors are equal when their protocol state is (id, promise, accepted values,
+/// storage fault); their alarms and message counts are diagnostics and do not count, so
+/// that an acceptor equals its own recovery.
+#[derive(Clone, Debug)]
 pub struct Acceptor {
     id: u32,
     promised_ballot: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
     /// Why this acceptor refuses to vote (its log is corrupt); None while it votes.
     storage_fault: Option<String>,
+    /// What it refused from the network, and why.
+    alarms: Alarms,
+    /// Messages handled so far: the clock of the alarms, since an acceptor has no ticks.
+    messages_handled: u64,
 }
+
+impl PartialEq for Acceptor {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.promised_ballot == other.promised_ballot
+            && self.accepted == other.accepted
+            && self.storage_fault == other.storage_fault
+    }
+}
+
+impl Eq for Acceptor {}
 
 impl Acceptor {
     /// A fresh acceptor number `id` that has promised nothing and accepted nothing.
@@ -67,6 +94,8 @@ impl Acceptor {
             promised_ballot: Ballot::ZERO,
             accepted: BTreeMap::new(),
             storage_fault: None,
+            alarms: Alarms::new(),
+            messages_handled: 0,
         }
     }
 
@@ -123,11 +152,25 @@ impl Acceptor {
 
     /// Handles `message` from the node `from` and returns what to do, persists first.
     ///
-    /// Messages an acceptor does not serve (including `StatusRequest`, which the service
-    /// answers with [`Acceptor::status`]) give no effects.
+    /// `from` is trusted (the network authenticated it); the message's contents are not: a
+    /// Prepare, Accept or Confirm that fails [`Acceptor::ballot_refusal`], or an Accept that
+    /// fails the checks of `on_accept`, gives no effects and raises an alarm. Messages an
+    /// acceptor does not serve (including `StatusRequest`, which the service answers with
+    /// [`Acceptor::status`]) give no effects.
     pub fn handle(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
+        self.messages_handled = self.messages_handled.saturating_add(1);
         if self.storage_fault.is_some() {
             return Vec::new(); // refuses to vote: see `Acceptor::refusing`
+        }
+        let ballot_refusal = match &message {
+            Message::Prepare { ballot, .. } => self.ballot_refusal(from, "Prepare", *ballot),
+            Message::Accept { ballot, .. } => self.ballot_refusal(from, "Accept", *ballot),
+            Message::Confirm { ballot, .. } => self.ballot_refusal(from, "Confirm", *ballot),
+            _ => None,
+        };
+        if let Some(reason) = ballot_refusal {
+            self.raise_alarm(reason);
+            return Vec::new();
         }
         match message {
             Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
@@ -142,6 +185,34 @@ impl Acceptor {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Why a Prepare, Accept or Confirm (`kind`) for `ballot` from `from` must be refused,
+    /// if it must: only a proposer sends them, only under its own ballots, and never with a
+    /// round more than [`MAX_ROUND_LEAD`] above the promise (an honest round grows by one
+    /// per election; a huge one would leave honest proposers no ballot above it).
+    fn ballot_refusal(&self, from: NodeId, kind: &str, ballot: Ballot) -> Option<String> {
+        if from.role != Role::Proposer {
+            return Some(format!("{from} sent a {kind}, which only proposers send"));
+        }
+        if ballot.proposer_id != from.id {
+            return Some(format!(
+                "proposer {} sent a {kind} under ballot {ballot}, which belongs to proposer {}",
+                from.id, ballot.proposer_id
+            ));
+        }
+        if !ballot.is_plausible_after(self.promised_ballot.round) {
+            return Some(format!(
+                "proposer {} sent a {kind} under ballot {ballot}, more than {MAX_ROUND_LEAD} \
+                 rounds above the promised ballot {}",
+                from.id, self.promised_ballot
+            ));
+        }
+        None
+    }
+
+    fn raise_alarm(&mut self, text: String) {
+        self.alarms.raise(self.messages_handled, text);
     }
 
     /// Phase 1: promise `ballot` unless a higher one is promised. An equal ballot gets its
@@ -174,10 +245,35 @@ impl Acceptor {
 
     /// Phase 2: accept `value` in `slot` unless a higher ballot is promised. Accepting also
     /// promises `ballot`, since the leader that sent it won phase 1 with it.
+    ///
+    /// Refused with an alarm, before anything changes: a slot outside `[1,
+    /// MAX_PLAUSIBLE_SLOT]`, and a second value for a slot under the ballot already accepted
+    /// there (a ballot carries one value per slot; accepting the second could let two
+    /// values be chosen).
     fn on_accept(&mut self, from: NodeId, ballot: Ballot, slot: Slot, value: Value) -> Vec<Effect> {
+        if !is_plausible_slot(slot) {
+            self.raise_alarm(format!(
+                "proposer {} sent an Accept for slot {slot}, outside [1, {MAX_PLAUSIBLE_SLOT}]",
+                from.id
+            ));
+            return Vec::new();
+        }
         if ballot < self.promised_ballot {
             return vec![self.rejection(from, ballot)];
         }
+        let retransmitted = match self.accepted.get(&slot) {
+            Some((accepted_ballot, accepted_value)) if *accepted_ballot == ballot => {
+                if *accepted_value != value {
+                    self.raise_alarm(format!(
+                        "proposer {} sent a second value for slot {slot} under ballot {ballot}",
+                        from.id
+                    ));
+                    return Vec::new();
+                }
+                true
+            }
+            _ => false,
+        };
         self.promised_ballot = ballot;
         let entry = AcceptedEntry {
             slot,
@@ -185,20 +281,9 @@ impl Acceptor {
             value,
         };
         let mut effects = Vec::with_capacity(3);
-        match self.accepted.get(&slot) {
-            // A retransmitted Accept: already durable, so only the answers are repeated.
-            Some((accepted_ballot, accepted_value))
-                if *accepted_ballot == ballot && *accepted_value == entry.value => {}
-            Some((accepted_ballot, _)) => {
-                assert!(
-                    *accepted_ballot != ballot,
-                    "invariant violated: one value per slot per ballot (acceptor {} was asked \
-                     to accept a second value in slot {slot} under ballot {ballot})",
-                    self.id
-                );
-                self.store(&entry, &mut effects);
-            }
-            None => self.store(&entry, &mut effects),
+        if !retransmitted {
+            // A retransmitted Accept is already durable: only the answers are repeated.
+            self.store(&entry, &mut effects);
         }
         effects.push(Effect::Send {
             to: from,
@@ -283,6 +368,18 @@ impl Acceptor {
                     value: value.clone(),
                 })
             }))
+    }
+
+    /// What this acceptor refused from the network and why, one line per distinct alarm
+    /// with its count (at most [`common::alarm::ALARMS_MAX`] lines, plus one saying how
+    /// many older ones were evicted). The service shows them on `/status`.
+    pub fn alarms(&self) -> Vec<String> {
+        self.alarms.texts()
+    }
+
+    /// The alarms with their counts and first and last occurrence, in messages handled.
+    pub fn alarm_entries(&self) -> &[Alarm] {
+        self.alarms.entries()
     }
 
     /// The acceptor's part of a `/status` report.
@@ -559,11 +656,110 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "one value per slot per ballot")]
-    fn a_second_value_in_one_slot_under_one_ballot_breaks_the_invariant() {
+    fn an_accept_with_a_second_value_under_the_same_ballot_is_refused_with_an_alarm() {
         let mut acceptor = Acceptor::new(1);
-        acceptor.handle(proposer(1), accept(1, 1, 1, "a"));
-        acceptor.handle(proposer(1), accept(1, 1, 1, "b"));
+        acceptor.handle(proposer(2), accept(1, 2, 2, "a"));
+        for _ in 0..3 {
+            let effects = acceptor.handle(proposer(2), accept(1, 2, 2, "b"));
+            assert!(effects.is_empty(), "no persist, no Accepted: {effects:?}");
+        }
+        assert_eq!(acceptor.accepted(2), Some((Ballot::new(1, 2), &value("a"))));
+        assert_eq!(
+            acceptor.alarms(),
+            ["proposer 2 sent a second value for slot 2 under ballot 1.2 (3 times)"]
+        );
+        // The first value is still answered when retransmitted.
+        let effects = acceptor.handle(proposer(2), accept(1, 2, 2, "a"));
+        assert!(matches!(sends(&effects)[..], [Message::Accepted { .. }]));
+    }
+
+    #[test]
+    fn a_prepare_accept_or_confirm_under_another_proposers_ballot_is_refused_with_an_alarm() {
+        let mut acceptor = Acceptor::new(1);
+        for message in [
+            prepare(5, 2, 1),
+            accept(5, 2, 1, "a"),
+            Message::Confirm {
+                ballot: Ballot::new(5, 2),
+                sequence: 1,
+            },
+        ] {
+            assert!(acceptor.handle(proposer(3), message).is_empty());
+        }
+        assert_eq!(acceptor, Acceptor::new(1), "nothing changed");
+        assert_eq!(
+            acceptor.alarms(),
+            [
+                "proposer 3 sent a Prepare under ballot 5.2, which belongs to proposer 2 (once)",
+                "proposer 3 sent a Accept under ballot 5.2, which belongs to proposer 2 (once)",
+                "proposer 3 sent a Confirm under ballot 5.2, which belongs to proposer 2 (once)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prepare_accept_or_confirm_from_a_node_that_is_not_a_proposer_is_refused_with_an_alarm() {
+        let mut acceptor = Acceptor::new(1);
+        for from in [NodeId::client(1), NodeId::learner(1), NodeId::acceptor(1)] {
+            assert!(acceptor.handle(from, prepare(1, 1, 1)).is_empty());
+            assert!(acceptor.handle(from, accept(1, 1, 1, "a")).is_empty());
+        }
+        assert_eq!(acceptor, Acceptor::new(1));
+        assert_eq!(
+            acceptor.alarms()[0],
+            "client1 sent a Prepare, which only proposers send (once)"
+        );
+        assert_eq!(acceptor.alarms().len(), 6);
+    }
+
+    #[test]
+    fn a_prepare_of_round_u64_max_is_refused_and_a_later_normal_prepare_still_wins() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), prepare(3, 1, 1));
+        assert!(acceptor
+            .handle(proposer(2), prepare(u64::MAX, 2, 1))
+            .is_empty());
+        assert!(acceptor
+            .handle(proposer(2), accept(u64::MAX, 2, 1, "a"))
+            .is_empty());
+        assert!(acceptor
+            .handle(proposer(2), prepare(3 + MAX_ROUND_LEAD + 1, 2, 1))
+            .is_empty());
+        assert_eq!(acceptor.promised_ballot(), Ballot::new(3, 1));
+        assert_eq!(acceptor.accepted(1), None);
+        assert_eq!(
+            acceptor.alarms()[0],
+            format!(
+                "proposer 2 sent a Prepare under ballot {}.2, more than 4294967296 rounds above \
+                 the promised ballot 3.1 (once)",
+                u64::MAX
+            )
+        );
+        let effects = acceptor.handle(proposer(2), prepare(4, 2, 1));
+        assert_eq!(
+            persisted(&effects),
+            vec![Record::Promised(Ballot::new(4, 2))]
+        );
+        // The largest plausible step is still taken.
+        let effects = acceptor.handle(proposer(1), prepare(4 + MAX_ROUND_LEAD, 1, 1));
+        assert!(matches!(sends(&effects)[..], [Message::Promise { .. }]));
+    }
+
+    #[test]
+    fn an_accept_for_slot_zero_or_an_implausibly_high_slot_is_refused_with_an_alarm() {
+        let mut acceptor = Acceptor::new(1);
+        for slot in [0, MAX_PLAUSIBLE_SLOT + 1, Slot::MAX] {
+            assert!(acceptor
+                .handle(proposer(1), accept(1, 1, slot, "a"))
+                .is_empty());
+        }
+        assert_eq!(acceptor, Acceptor::new(1));
+        assert_eq!(
+            acceptor.alarms()[0],
+            "proposer 1 sent an Accept for slot 0, outside [1, 4611686018427387904] (once)"
+        );
+        let effects = acceptor.handle(proposer(1), accept(1, 1, MAX_PLAUSIBLE_SLOT, "a"));
+        assert_eq!(persisted(&effects).len(), 1);
     }
 
     #[test]
@@ -683,7 +879,13 @@ mod tests {
             accept(3, 1, 1, "c"),
         ];
         for message in messages {
-            let effects = acceptor.handle(proposer(1), message);
+            let owner = match &message {
+                Message::Prepare { ballot, .. } | Message::Accept { ballot, .. } => {
+                    ballot.proposer_id
+                }
+                _ => 1,
+            };
+            let effects = acceptor.handle(proposer(owner), message);
             let first_send = effects
                 .iter()
                 .position(|effect| !matches!(effect, Effect::Persist(_)))
@@ -701,13 +903,13 @@ mod tests {
     fn an_acceptor_that_crashes_after_promising_keeps_the_promise() {
         let mut acceptor = Acceptor::new(2);
         let mut log = Vec::new();
-        for message in [
-            prepare(1, 1, 1),
-            accept(1, 1, 1, "a"),
-            accept(1, 1, 2, "b"),
-            prepare(2, 2, 1),
+        for (sender, message) in [
+            (1, prepare(1, 1, 1)),
+            (1, accept(1, 1, 1, "a")),
+            (1, accept(1, 1, 2, "b")),
+            (2, prepare(2, 2, 1)),
         ] {
-            log.extend(persisted(&acceptor.handle(proposer(1), message)));
+            log.extend(persisted(&acceptor.handle(proposer(sender), message)));
         }
         let recovered = Acceptor::recover(2, log.clone());
         assert_eq!(recovered, acceptor);

@@ -301,7 +301,12 @@ impl AcceptorDriver {
                 node: self.me,
                 detail: self.acceptor.status(),
                 peers: self.network.peer_statuses(),
-                alarms: self.network.alarms(),
+                alarms: self
+                    .network
+                    .alarms()
+                    .into_iter()
+                    .chain(self.acceptor.alarms())
+                    .collect(),
             },
         }
     }

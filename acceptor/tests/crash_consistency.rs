@@ -88,7 +88,14 @@ fn run_workload(file_system: Arc<dyn FileSystem>) -> Written {
     let mut acceptor = Acceptor::new(1);
     for batch in batches() {
         for message in batch {
-            for effect in acceptor.handle(NodeId::proposer(1), message) {
+            // Sent by the proposer that owns the ballot: the acceptor refuses any other.
+            let owner = match &message {
+                Message::Prepare { ballot, .. } | Message::Accept { ballot, .. } => {
+                    ballot.proposer_id
+                }
+                _ => 1,
+            };
+            for effect in acceptor.handle(NodeId::proposer(owner), message) {
                 if let Effect::Persist(record) = effect {
                     storage.append(&record);
                     written.records.push(record);

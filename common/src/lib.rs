@@ -4,7 +4,7 @@
 //! network, and a checksummed write-ahead log).
 //!
 //! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
-//! pure modules here ([`ballot`], [`node`], [`value`], [`message`]); the I/O modules
+//! pure modules here ([`alarm`], [`ballot`], [`node`], [`value`], [`message`]); the I/O modules
 //! ([`network`], [`event_loop`], [`wal`], [`file_system`], [`logging`]) belong to the
 //! services.
 //!
@@ -17,11 +17,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alarm;
 pub mod ballot;
 pub mod certificates;
 pub mod config;
 pub mod event_loop;
 pub mod file_system;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod linearizability;
 pub mod logging;
 pub mod message;

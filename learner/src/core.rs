@@ -20,8 +20,15 @@
 //! subscribes (`Subscribe`) and is pushed the writes of every slot as it is applied
 //! (`Applied`), after those of the retained slots it asked for; a position older than the
 //! history is refused explicitly (`SubscriptionTooOld`), never skipped.
+//!
+//! What a message says is validated before it changes anything (`from` is trusted: the
+//! network authenticated it): votes only from acceptors, decided values and snapshots only
+//! from learners, slots only in `[1, MAX_PLAUSIBLE_SLOT]`, and a peer's value that
+//! contradicts one decided here is refused. Each refusal raises an alarm
+//! ([`Learner::alarms`]), the core's only record since it does not log.
 
-use common::ballot::{Ballot, Slot};
+use common::alarm::{Alarm, Alarms};
+use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT};
 use common::message::{
     AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus, StateSnapshot,
 };
@@ -121,17 +128,29 @@ pub enum Effect {
 /// The votes counted so far for one slot that is not decided yet.
 #[derive(Default)]
 struct SlotVotes {
-    /// Each acceptor's latest report: the highest ballot it accepted for the slot. An
-    /// acceptor's accepted ballot for a slot only grows, so a lower report that arrives
-    /// late is stale and ignored.
-    ballot_by_acceptor: BTreeMap<u32, Ballot>,
-    /// The value proposed under each ballot reported (a ballot carries one value).
-    value_by_ballot: BTreeMap<Ballot, Value>,
+    /// Each acceptor's latest report: the highest ballot it accepted for the slot, with
+    /// the value. An acceptor's accepted ballot for a slot only grows, so a lower report
+    /// that arrives late is stale and ignored.
+    report_by_acceptor: BTreeMap<u32, (Ballot, Value)>,
+}
+
+/// What counting one report gave.
+struct VoteOutcome {
+    /// The value, once a quorum of acceptors reported it under one ballot.
+    decided: Option<Value>,
+    /// Why the report breaks the protocol, if it does.
+    alarm: Option<String>,
 }
 
 impl SlotVotes {
-    /// Counts `acceptor`'s report of `value` under `ballot`; returns the value once a
-    /// quorum of acceptors report that same ballot.
+    /// Counts `acceptor`'s report of `value` under `ballot`; decides the value once a
+    /// quorum of acceptors report that same ballot with that same value.
+    ///
+    /// A ballot carries one value per slot, so two values under one ballot mean a peer
+    /// broke the protocol. An acceptor that changes its value under its latest ballot is
+    /// refused. Two acceptors reporting different values under one ballot (a proposer that
+    /// sent each its own) are both kept and counted apart, with an alarm: only a quorum
+    /// of the same (ballot, value) is a chosen value, so neither report can wedge the slot.
     fn record(
         &mut self,
         slot: Slot,
@@ -139,30 +158,47 @@ impl SlotVotes {
         ballot: Ballot,
         value: Value,
         quorum_size: usize,
-    ) -> Option<Value> {
-        if matches!(self.ballot_by_acceptor.get(&acceptor), Some(latest) if *latest > ballot) {
-            return None;
-        }
-        match self.value_by_ballot.entry(ballot) {
-            Entry::Occupied(known) => assert!(
-                *known.get() == value,
-                "one value per ballot: slot {slot} ballot {ballot} was reported with two values"
-            ),
-            Entry::Vacant(vacant) => {
-                vacant.insert(value);
+    ) -> VoteOutcome {
+        let mut outcome = VoteOutcome {
+            decided: None,
+            alarm: None,
+        };
+        match self.report_by_acceptor.get(&acceptor) {
+            Some((latest, _)) if *latest > ballot => return outcome,
+            Some((latest, latest_value)) if *latest == ballot && *latest_value != value => {
+                outcome.alarm = Some(format!(
+                    "acceptor {acceptor} reported a second value for slot {slot} under ballot \
+                     {ballot}: ignored"
+                ));
+                return outcome;
             }
+            _ => {}
         }
-        self.ballot_by_acceptor.insert(acceptor, ballot);
-        let votes = self
-            .ballot_by_acceptor
-            .values()
-            .filter(|reported| **reported == ballot)
+        if let Some((other, _)) =
+            self.report_by_acceptor
+                .iter()
+                .find(|(other, (reported, reported_value))| {
+                    **other != acceptor && *reported == ballot && *reported_value != value
+                })
+        {
+            outcome.alarm = Some(format!(
+                "acceptors {other} and {acceptor} reported different values for slot {slot} \
+                 under ballot {ballot}"
+            ));
+        }
+        let votes = 1 + self
+            .report_by_acceptor
+            .iter()
+            .filter(|(other, (reported, reported_value))| {
+                **other != acceptor && *reported == ballot && *reported_value == value
+            })
             .count();
         if votes >= quorum_size {
-            self.value_by_ballot.remove(&ballot)
+            outcome.decided = Some(value);
         } else {
-            None
+            self.report_by_acceptor.insert(acceptor, (ballot, value));
         }
+        outcome
     }
 }
 
@@ -208,6 +244,8 @@ pub struct Learner {
     persisted_since_compaction: u64,
     /// When a snapshot was last sent to each peer.
     snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
+    /// What this learner refused from the network, and why.
+    alarms: Alarms,
 }
 
 impl Learner {
@@ -237,7 +275,35 @@ impl Learner {
             subscribers: BTreeMap::new(),
             persisted_since_compaction: 0,
             snapshot_sent_at_tick: BTreeMap::new(),
+            alarms: Alarms::new(),
         }
+    }
+
+    /// What this learner refused from the network and why, one line per distinct alarm
+    /// with its count (at most [`common::alarm::ALARMS_MAX`], plus one saying how many
+    /// older ones were evicted). The service shows them on `/status`.
+    pub fn alarms(&self) -> Vec<String> {
+        self.alarms.texts()
+    }
+
+    /// The alarms with their counts and first and last occurrence tick.
+    pub fn alarm_entries(&self) -> &[Alarm] {
+        self.alarms.entries()
+    }
+
+    fn raise_alarm(&mut self, text: String) {
+        self.alarms.raise(self.now_tick, text);
+    }
+
+    /// Whether `slot`, named in a `kind` from `from`, is plausible; raises an alarm if not.
+    fn plausible_slot_from(&mut self, from: NodeId, kind: &str, slot: Slot) -> bool {
+        if is_plausible_slot(slot) {
+            return true;
+        }
+        self.raise_alarm(format!(
+            "{from} sent a {kind} naming slot {slot}, outside [1, {MAX_PLAUSIBLE_SLOT}]: ignored"
+        ));
+        false
     }
 
     /// A learner restored from its own log: the decided entries it persisted, in any
@@ -308,7 +374,7 @@ impl Learner {
             Message::AcceptedValues { entries } => self.on_accepted_values(from, entries),
             Message::Heartbeat {
                 decided_slot_max, ..
-            } => self.on_heartbeat(decided_slot_max),
+            } => self.on_heartbeat(from, decided_slot_max),
             Message::Decided {
                 entries,
                 applied_slot,
@@ -469,19 +535,32 @@ impl Learner {
             if slot <= self.applied_slot || self.decided.contains_key(&slot) {
                 continue;
             }
+            if !self.plausible_slot_from(from, "vote", slot) {
+                continue;
+            }
             self.known_slot_max = self.known_slot_max.max(slot);
             let quorum_size = self.options.quorum_size;
             let votes = self.votes.entry(slot).or_default();
-            if let Some(value) = votes.record(slot, from.id, ballot, value, quorum_size) {
-                self.decide(slot, value, &mut effects);
+            let outcome = votes.record(slot, from.id, ballot, value, quorum_size);
+            if let Some(alarm) = outcome.alarm {
+                self.raise_alarm(alarm);
+            }
+            if let Some(value) = outcome.decided {
+                self.decide(slot, value, "a quorum of acceptors", &mut effects);
             }
         }
         self.apply_contiguous(&mut effects);
         effects
     }
 
-    fn on_heartbeat(&mut self, decided_slot_max: Slot) -> Vec<Effect> {
-        self.known_slot_max = self.known_slot_max.max(decided_slot_max);
+    fn on_heartbeat(&mut self, from: NodeId, decided_slot_max: Slot) -> Vec<Effect> {
+        if from.role != Role::Proposer {
+            self.raise_alarm(format!("{from} sent a Heartbeat: ignored"));
+        } else if decided_slot_max == 0
+            || self.plausible_slot_from(from, "Heartbeat", decided_slot_max)
+        {
+            self.known_slot_max = self.known_slot_max.max(decided_slot_max);
+        }
         Vec::new()
     }
 
@@ -492,11 +571,18 @@ impl Learner {
         peer_applied_slot: Slot,
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
-        self.known_slot_max = self.known_slot_max.max(peer_applied_slot);
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent Decided values: ignored"));
+            return effects;
+        }
+        if peer_applied_slot == 0 || self.plausible_slot_from(from, "Decided", peer_applied_slot) {
+            self.known_slot_max = self.known_slot_max.max(peer_applied_slot);
+        }
         let full_batch = entries.len() as u64 >= SYNC_BATCH_SLOTS;
+        let source = format!("{from}");
         for DecidedEntry { slot, value } in entries {
-            if slot > 0 {
-                self.decide(slot, value, &mut effects);
+            if self.plausible_slot_from(from, "Decided", slot) {
+                self.decide(slot, value, &source, &mut effects);
             }
         }
         let applied_before = self.applied_slot;
@@ -558,6 +644,9 @@ impl Learner {
     }
 
     fn on_subscribe(&mut self, subscriber: NodeId, stream_id: u64, from_slot: Slot) -> Vec<Effect> {
+        if from_slot != 0 && !self.plausible_slot_from(subscriber, "Subscribe", from_slot) {
+            return Vec::new();
+        }
         let next_slot = if from_slot == 0 {
             self.applied_slot + 1
         } else {
@@ -587,6 +676,9 @@ impl Learner {
         from_slot: Slot,
         limit: u32,
     ) -> Vec<Effect> {
+        if from_slot != 0 && !self.plausible_slot_from(asker, "ReadApplied", from_slot) {
+            return Vec::new();
+        }
         let from_slot = from_slot.max(1);
         if from_slot <= self.applied_slot && from_slot < self.history_start {
             return vec![self.too_old(asker, stream_id)];
@@ -595,7 +687,7 @@ impl Learner {
             return vec![self.applied_message(asker, stream_id, from_slot, from_slot)];
         }
         let limit = u64::from(limit.max(1)).min(SYNC_BATCH_SLOTS);
-        let end_slot = (self.applied_slot + 1).min(from_slot + limit);
+        let end_slot = (self.applied_slot + 1).min(from_slot.saturating_add(limit));
         let (to_slot, slots) = self.applied_chunk(from_slot, end_slot);
         vec![Effect::Send {
             to: asker,
@@ -613,8 +705,15 @@ impl Learner {
     /// Its history then starts after the snapshot, so subscribers still waiting for slots
     /// in between are told their position is too old rather than skipped past it.
     fn on_snapshot(&mut self, from: NodeId, snapshot: StateSnapshot) -> Vec<Effect> {
-        if from.role != Role::Learner || snapshot.applied_slot <= self.applied_slot {
-            return Vec::new(); // only peers send state, and an older state is of no use
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent a Snapshot: ignored"));
+            return Vec::new(); // only peers send state
+        }
+        if snapshot.applied_slot <= self.applied_slot {
+            return Vec::new(); // an older state is of no use
+        }
+        if !self.plausible_slot_from(from, "Snapshot", snapshot.applied_slot) {
+            return Vec::new();
         }
         let mut effects = Vec::new();
         let snapshot_slot = snapshot.applied_slot;
@@ -762,14 +861,14 @@ impl Learner {
                     && seen.insert(command.request_id)
             })
             .map(|(index, command)| AppliedWrite {
-                index: index as u32,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
                 key: command.key.clone(),
                 value: command.value.clone(),
             })
             .collect();
         (!writes.is_empty()).then_some(AppliedSlot {
             slot,
-            command_count: commands.len() as u32,
+            command_count: u32::try_from(commands.len()).unwrap_or(u32::MAX),
             writes,
         })
     }
@@ -840,6 +939,16 @@ impl Learner {
         if self.applied_slot >= min_slot {
             return vec![self.read_reply(client, read_id, &key)];
         }
+        if !self.plausible_slot_from(client, "Read", min_slot) {
+            // Answered at once, so the client tries elsewhere rather than wait it out.
+            return vec![Effect::Send {
+                to: client,
+                message: Message::ReadTimedOut {
+                    read_id,
+                    applied_slot: self.applied_slot,
+                },
+            }];
+        }
         // The reader learned from the leader that `min_slot` is decided: this learner is
         // behind, and gap filling starts if the slot does not arrive by itself.
         self.known_slot_max = self.known_slot_max.max(min_slot);
@@ -866,17 +975,27 @@ impl Learner {
         }
     }
 
-    /// Records `value` as decided for `slot` (persisting it) unless already known.
-    fn decide(&mut self, slot: Slot, value: Value, effects: &mut Vec<Effect>) {
+    /// Records `value` as decided for `slot` (persisting it) unless already known. A value
+    /// that differs from the one decided here, found by `source` (a peer learner, or a
+    /// quorum of votes), breaks agreement somewhere else: it is refused with an alarm, and
+    /// the value decided here stays.
+    fn decide(&mut self, slot: Slot, value: Value, source: &str, effects: &mut Vec<Effect>) {
         self.known_slot_max = self.known_slot_max.max(slot);
         if slot <= self.applied_slot && !self.decided.contains_key(&slot) {
             return; // applied long ago and no longer retained (or folded into a snapshot)
         }
         match self.decided.entry(slot) {
-            Entry::Occupied(known) => assert!(
-                *known.get() == value,
-                "agreement: slot {slot} was decided with two different values"
-            ),
+            Entry::Occupied(known) => {
+                if *known.get() != value {
+                    self.alarms.raise(
+                        self.now_tick,
+                        format!(
+                            "{source} gave slot {slot} a value that differs from the one \
+                             decided here: ignored"
+                        ),
+                    );
+                }
+            }
             Entry::Vacant(vacant) => {
                 self.votes.remove(&slot);
                 effects.push(Effect::Persist(DecidedEntry {
@@ -952,7 +1071,10 @@ impl Learner {
                 role: Role::Acceptor,
                 message: Message::SyncAccepted {
                     from_slot,
-                    to_slot: (self.known_slot_max + 1).min(from_slot + SYNC_BATCH_SLOTS),
+                    to_slot: self
+                        .known_slot_max
+                        .saturating_add(1)
+                        .min(from_slot.saturating_add(SYNC_BATCH_SLOTS)),
                 },
             });
         }
@@ -1202,11 +1324,173 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "one value per ballot")]
-    fn two_values_under_one_ballot_break_an_invariant() {
+    fn two_acceptors_reporting_different_values_under_one_ballot_raise_an_alarm_and_count_apart() {
         let mut learner = learner();
-        vote(&mut learner, 1, 1, Ballot::new(1, 1), &write(1, "k", "a"));
-        vote(&mut learner, 2, 1, Ballot::new(1, 1), &write(2, "k", "b"));
+        let ballot = Ballot::new(1, 1);
+        let (first, second) = (write(1, "k", "a"), write(2, "k", "b"));
+        assert!(vote(&mut learner, 1, 1, ballot, &first).is_empty());
+        assert!(vote(&mut learner, 2, 1, ballot, &second).is_empty());
+        assert_eq!(learner.decided_value(1), None, "no quorum of one value");
+        assert_eq!(
+            learner.alarms(),
+            ["acceptors 1 and 2 reported different values for slot 1 under ballot 1.1 (once)"]
+        );
+        // The slot is not wedged: a quorum of the same value still decides it.
+        vote(&mut learner, 3, 1, ballot, &second);
+        assert_eq!(learner.decided_value(1), Some(&second));
+    }
+
+    #[test]
+    fn an_acceptor_reporting_a_second_value_under_its_ballot_is_ignored_with_an_alarm() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let (first, second) = (write(1, "k", "a"), write(2, "k", "b"));
+        vote(&mut learner, 1, 1, ballot, &first);
+        vote(&mut learner, 1, 1, ballot, &second);
+        vote(&mut learner, 2, 1, ballot, &second);
+        assert_eq!(
+            learner.decided_value(1),
+            None,
+            "acceptor 1 still stands for the first"
+        );
+        assert_eq!(
+            learner.alarms()[0],
+            "acceptor 1 reported a second value for slot 1 under ballot 1.1: ignored (once)"
+        );
+        vote(&mut learner, 2, 1, Ballot::new(2, 2), &first);
+        vote(&mut learner, 3, 1, Ballot::new(2, 2), &first);
+        assert_eq!(learner.decided_value(1), Some(&first));
+    }
+
+    #[test]
+    fn a_peers_decided_value_that_differs_from_the_one_decided_here_is_refused_with_an_alarm() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let (decided, other) = (write(1, "k", "a"), write(2, "k", "b"));
+        vote(&mut learner, 2, 2, ballot, &decided);
+        vote(&mut learner, 3, 2, ballot, &decided);
+        let effects = learner.handle(
+            NodeId::learner(2),
+            Message::Decided {
+                entries: vec![DecidedEntry {
+                    slot: 2,
+                    value: other,
+                }],
+                applied_slot: 2,
+            },
+        );
+        assert!(persisted_slots(&effects).is_empty());
+        assert_eq!(learner.decided_value(2), Some(&decided));
+        assert_eq!(
+            learner.alarms(),
+            ["learner2 gave slot 2 a value that differs from the one decided here: ignored (once)"]
+        );
+    }
+
+    #[test]
+    fn decided_values_and_snapshots_from_a_node_that_is_not_a_learner_are_ignored() {
+        let mut learner = learner();
+        let decided = Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 1,
+                value: write(1, "k", "v"),
+            }],
+            applied_slot: 1,
+        };
+        assert!(learner.handle(NodeId::client(1), decided).is_empty());
+        let snapshot = Message::Snapshot {
+            snapshot: StateSnapshot {
+                applied_slot: 5,
+                key_values: vec![],
+                applied_request_ids: vec![],
+            },
+        };
+        assert!(learner.handle(NodeId::acceptor(1), snapshot).is_empty());
+        assert_eq!(learner.applied_slot(), 0);
+        assert_eq!(learner.alarms().len(), 2);
+    }
+
+    #[test]
+    fn slots_beyond_the_plausible_maximum_are_refused_with_an_alarm_and_nothing_overflows() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let value = write(1, "k", "v");
+        for acceptor in 1..=2 {
+            vote(&mut learner, acceptor, Slot::MAX, ballot, &value);
+        }
+        let proposer = NodeId::proposer(1);
+        let client = NodeId::client(1);
+        for (from, message) in [
+            (
+                proposer,
+                Message::Heartbeat {
+                    ballot,
+                    decided_slot_max: Slot::MAX,
+                },
+            ),
+            (
+                NodeId::learner(2),
+                Message::Decided {
+                    entries: vec![DecidedEntry {
+                        slot: Slot::MAX,
+                        value: value.clone(),
+                    }],
+                    applied_slot: Slot::MAX,
+                },
+            ),
+            (
+                client,
+                Message::Subscribe {
+                    stream_id: 1,
+                    from_slot: Slot::MAX,
+                },
+            ),
+            (
+                client,
+                Message::ReadApplied {
+                    stream_id: 1,
+                    from_slot: Slot::MAX,
+                    limit: u32::MAX,
+                },
+            ),
+            (
+                NodeId::learner(2),
+                Message::Snapshot {
+                    snapshot: StateSnapshot {
+                        applied_slot: Slot::MAX,
+                        key_values: vec![],
+                        applied_request_ids: vec![],
+                    },
+                },
+            ),
+        ] {
+            assert!(learner.handle(from, message).is_empty());
+        }
+        let read = learner.handle(
+            client,
+            Message::Read {
+                read_id: 4,
+                key: "k".into(),
+                min_slot: Slot::MAX,
+            },
+        );
+        assert_eq!(
+            read,
+            vec![Effect::Send {
+                to: client,
+                message: Message::ReadTimedOut {
+                    read_id: 4,
+                    applied_slot: 0
+                }
+            }]
+        );
+        assert_eq!(learner.known_slot_max(), 0, "no implausible slot was taken");
+        assert_eq!(learner.decided_value(Slot::MAX), None);
+        assert!(learner.alarms()[0].starts_with(&format!(
+            "acceptor1 sent a vote naming slot {}, outside [1, 4611686018427387904]",
+            Slot::MAX
+        )));
+        ticks(&mut learner, 100);
     }
 
     #[test]

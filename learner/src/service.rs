@@ -205,7 +205,12 @@ impl Driver for LearnerDriver {
                             node: self.me,
                             detail: self.core.status(),
                             peers: self.network.peer_statuses(),
-                            alarms: self.network.alarms(),
+                            alarms: self
+                                .network
+                                .alarms()
+                                .into_iter()
+                                .chain(self.core.alarms())
+                                .collect(),
                         },
                     },
                 });

@@ -13,14 +13,28 @@
 //! - Any Rejected naming a higher ballot makes a leader or candidate step down. A leader
 //!   that cannot get a quorum to confirm it for `leader_timeout_ticks` steps down too and
 //!   stops sending heartbeats, so a leader cut off from the acceptors is replaced.
+//!
+//! What a message says is validated before it changes anything (`from` is trusted: the
+//! network authenticated it). A Promise that reports a slot accepted at or above the
+//! promised ballot, an implausible slot, or a value that contradicts another report under
+//! one ballot is not counted; a Heartbeat under another proposer's ballot, and any ballot
+//! more than [`MAX_ROUND_LEAD`] rounds above the highest this proposer knows, are ignored.
+//! Each refusal raises an alarm ([`Proposer::alarms`]).
 
-use common::ballot::{Ballot, Slot};
+use common::alarm::{Alarm, Alarms};
+use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use common::message::{AcceptedEntry, Message, ProposerState, RoleStatus};
 use common::node::{NodeId, Role};
 use common::value::{Command, RequestId, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+/// The most slots above its `from_slot` a Promise may report. A new leader proposes every
+/// slot from `from_slot` to the highest reported one at once (holes as no-ops), so a
+/// report far above would make it propose billions of slots; honest reports stay within
+/// the slots decided since a learner last reported progress, far below 2^24.
+pub const MAX_PROMISE_SPAN_SLOTS: u64 = 1 << 24;
 
 /// Tunables of a proposer, in ticks.
 #[derive(Clone, Debug)]
@@ -217,6 +231,55 @@ impl Leadership {
     }
 }
 
+/// Why a Promise of `ballot` from acceptor `acceptor`, answering a Prepare from
+/// `from_slot`, reporting `accepted`, cannot be honest, if it cannot: a slot outside
+/// `[from_slot, from_slot + MAX_PROMISE_SPAN_SLOTS]` or above [`MAX_PLAUSIBLE_SLOT`], a
+/// slot accepted at or above the promised ballot (an acceptor accepts a ballot only after
+/// promising it, and would then have rejected this Prepare), or a second value for a slot
+/// under a ballot that this or another Promise reports with another value.
+fn promise_fault(
+    acceptor: u32,
+    ballot: Ballot,
+    from_slot: Slot,
+    accepted: &[AcceptedEntry],
+    promises: &BTreeMap<u32, Vec<AcceptedEntry>>,
+) -> Option<String> {
+    let span_end = from_slot.saturating_add(MAX_PROMISE_SPAN_SLOTS);
+    let mut reported: BTreeMap<(Slot, Ballot), &Value> = BTreeMap::new();
+    for (other, entries) in promises {
+        if *other != acceptor {
+            for entry in entries {
+                reported.insert((entry.slot, entry.ballot), &entry.value);
+            }
+        }
+    }
+    for entry in accepted {
+        if !is_plausible_slot(entry.slot) || entry.slot < from_slot || entry.slot > span_end {
+            return Some(format!(
+                "reports slot {}, outside [{from_slot}, {}]",
+                entry.slot,
+                span_end.min(MAX_PLAUSIBLE_SLOT)
+            ));
+        }
+        if entry.ballot >= ballot {
+            return Some(format!(
+                "reports slot {} accepted under {}, not below the promise",
+                entry.slot, entry.ballot
+            ));
+        }
+        match reported.insert((entry.slot, entry.ballot), &entry.value) {
+            Some(known) if *known != entry.value => {
+                return Some(format!(
+                    "reports a second value for slot {} under ballot {}",
+                    entry.slot, entry.ballot
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 #[derive(Debug)]
 enum State {
     Follower {
@@ -253,6 +316,8 @@ pub struct Proposer {
     /// (it would be lost, and its client would wait out its attempt).
     unreachable_proposers: BTreeSet<u32>,
     state: State,
+    /// What this proposer refused from the network, and why.
+    alarms: Alarms,
     #[cfg(feature = "planted-bugs")]
     planted_bug: Option<PlantedBug>,
 }
@@ -277,9 +342,44 @@ impl Proposer {
                 last_heard_tick: 0,
                 election_tick,
             },
+            alarms: Alarms::new(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
+    }
+
+    /// What this proposer refused from the network and why, one line per distinct alarm
+    /// with its count (at most [`common::alarm::ALARMS_MAX`], plus one saying how many
+    /// older ones were evicted). The service shows them on `/status`.
+    pub fn alarms(&self) -> Vec<String> {
+        self.alarms.texts()
+    }
+
+    /// The alarms with their counts and first and last occurrence tick.
+    pub fn alarm_entries(&self) -> &[Alarm] {
+        self.alarms.entries()
+    }
+
+    fn raise_alarm(&mut self, text: String) {
+        self.alarms.raise(self.now_tick, text);
+    }
+
+    /// The highest round this proposer knows: seen from peers or used itself.
+    fn highest_round_known(&self) -> u64 {
+        self.highest_ballot_seen.round.max(self.persisted_round)
+    }
+
+    /// Whether `ballot`, seen in a `kind` from `from`, is plausible; raises an alarm if not.
+    fn accept_observed_ballot(&mut self, from: NodeId, kind: &str, ballot: Ballot) -> bool {
+        let highest = self.highest_round_known();
+        if ballot.is_plausible_after(highest) {
+            return true;
+        }
+        self.raise_alarm(format!(
+            "{from} sent a {kind} naming ballot {ballot}, more than {MAX_ROUND_LEAD} rounds \
+             above the highest round known here ({highest}): ignored"
+        ));
+        false
     }
 
     /// PLANTED BUG, for the simulation only: makes this proposer misbehave as `bug` says.
@@ -357,28 +457,40 @@ impl Proposer {
                 self.on_accepted(from, ballot, slot, &mut effects)
             }
             Message::Rejected { ballot, promised } => {
-                self.on_rejected(ballot, promised, &mut effects)
+                self.on_rejected(from, ballot, promised, &mut effects)
             }
             Message::Confirmed { ballot, sequence } => {
                 self.on_confirmed(from, ballot, sequence, &mut effects)
             }
             Message::Heartbeat { ballot, .. } => self.on_heartbeat(from, ballot, &mut effects),
             Message::Write { command, client } => {
-                self.on_write(from, command, client, &mut effects)
+                // A client API answers for itself, whatever its message claims; a write
+                // forwarded by a follower names the client API waiting for it.
+                match from.role {
+                    Role::Client => self.on_write(from, command, from, &mut effects),
+                    Role::Proposer => self.on_write(from, command, client, &mut effects),
+                    _ => self.raise_alarm(format!("{from} sent a Write: ignored")),
+                }
             }
             // The answer to a write we forwarded to the leader: relay it.
             Message::WriteDecided { client, .. } | Message::WriteRefused { client, .. }
                 if from.role == Role::Proposer =>
             {
-                effects.push(Effect::Send {
-                    to: client,
-                    message,
-                });
+                if client.role == Role::Client {
+                    effects.push(Effect::Send {
+                        to: client,
+                        message,
+                    });
+                } else {
+                    self.raise_alarm(format!(
+                        "{from} asked to relay a write's answer to {client}, not a client: \
+                         ignored"
+                    ));
+                }
             }
             Message::ReadIndex { read_id } => self.on_read_index(from, read_id, &mut effects),
             Message::LearnerProgress { applied_slot } => {
-                self.decided_prefix = self.decided_prefix.max(applied_slot);
-                self.decided_slot_max = self.decided_slot_max.max(applied_slot);
+                self.on_learner_progress(from, applied_slot)
             }
             _ => {}
         }
@@ -417,8 +529,33 @@ impl Proposer {
         self.highest_ballot_seen = self.highest_ballot_seen.max(ballot);
     }
 
+    fn on_learner_progress(&mut self, from: NodeId, applied_slot: Slot) {
+        if from.role != Role::Learner || applied_slot > MAX_PLAUSIBLE_SLOT {
+            self.raise_alarm(format!(
+                "{from} sent a LearnerProgress of slot {applied_slot}: ignored (only learners \
+                 send it, for slots up to {MAX_PLAUSIBLE_SLOT})"
+            ));
+            return;
+        }
+        self.decided_prefix = self.decided_prefix.max(applied_slot);
+        self.decided_slot_max = self.decided_slot_max.max(applied_slot);
+    }
+
     fn start_election(&mut self, effects: &mut Vec<Effect>) {
-        let round = self.highest_ballot_seen.round.max(self.persisted_round) + 1;
+        let highest = self.highest_round_known();
+        let Some(round) = highest.checked_add(1) else {
+            // Only a round refused as implausible could get here, or a corrupt round file:
+            // no ballot is left above it, so campaigning would reuse one.
+            self.raise_alarm(format!(
+                "no round is left above {highest}: this proposer stops campaigning"
+            ));
+            self.state = State::Follower {
+                leader: None,
+                last_heard_tick: self.now_tick,
+                election_tick: u64::MAX,
+            };
+            return;
+        };
         let ballot = Ballot::new(round, self.options.id);
         self.persisted_round = round;
         self.observe_ballot(ballot);
@@ -500,6 +637,7 @@ impl Proposer {
     ) {
         let State::Candidate {
             ballot: candidate_ballot,
+            from_slot,
             promises,
             ..
         } = &mut self.state
@@ -509,12 +647,12 @@ impl Proposer {
         if ballot != *candidate_ballot || from.role != Role::Acceptor {
             return;
         }
-        for entry in &accepted {
-            debug_assert!(
-                entry.ballot < ballot,
-                "an acceptor promising {ballot} cannot have accepted {} already",
-                entry.ballot
-            );
+        if let Some(problem) = promise_fault(from.id, ballot, *from_slot, &accepted, promises) {
+            self.raise_alarm(format!(
+                "acceptor {} sent a Promise of {ballot} that {problem}: not counted",
+                from.id
+            ));
+            return;
         }
         promises.insert(from.id, accepted);
         if promises.len() >= self.options.quorum_size {
@@ -552,7 +690,7 @@ impl Proposer {
                 Some((known, known_value)) if *known >= entry.ballot => {
                     debug_assert!(
                         *known != entry.ballot || *known_value == entry.value,
-                        "two values accepted in slot {} under one ballot {}",
+                        "on_promise refuses two values in slot {} under one ballot {}",
                         entry.slot,
                         entry.ballot
                     );
@@ -563,6 +701,7 @@ impl Proposer {
             }
         }
         let last_reported_slot = highest.keys().next_back().copied().unwrap_or(0);
+        // Plausible by `promise_fault` and `on_learner_progress`: no overflow.
         let next_slot = last_reported_slot.max(from_slot - 1) + 1;
         let mut leadership = Leadership {
             ballot,
@@ -634,7 +773,20 @@ impl Proposer {
         self.propose_queued(effects);
     }
 
-    fn on_rejected(&mut self, ballot: Ballot, promised: Ballot, effects: &mut Vec<Effect>) {
+    fn on_rejected(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        promised: Ballot,
+        effects: &mut Vec<Effect>,
+    ) {
+        if from.role != Role::Acceptor {
+            self.raise_alarm(format!("{from} sent a Rejected: ignored"));
+            return;
+        }
+        if !self.accept_observed_ballot(from, "Rejected", promised) {
+            return;
+        }
         self.observe_ballot(promised);
         let ours = match &self.state {
             State::Candidate { ballot: ours, .. } => *ours,
@@ -648,6 +800,17 @@ impl Proposer {
 
     fn on_heartbeat(&mut self, from: NodeId, ballot: Ballot, effects: &mut Vec<Effect>) {
         if from.role != Role::Proposer || from.id == self.options.id {
+            return;
+        }
+        if ballot.proposer_id != from.id {
+            self.raise_alarm(format!(
+                "proposer {} sent a Heartbeat under ballot {ballot}, which belongs to proposer \
+                 {}: ignored",
+                from.id, ballot.proposer_id
+            ));
+            return;
+        }
+        if !self.accept_observed_ballot(from, "Heartbeat", ballot) {
             return;
         }
         self.observe_ballot(ballot);
@@ -1437,6 +1600,243 @@ mod tests {
             !proposer.is_leader(),
             "cut off from the acceptors, it stops leading"
         );
+    }
+
+    fn candidate_1() -> (Proposer, Ballot) {
+        let mut proposer = proposer(1);
+        let (ballot, _, _) = tick_until_candidate(&mut proposer);
+        (proposer, ballot)
+    }
+
+    fn entry(slot: Slot, ballot: Ballot, text: &str) -> AcceptedEntry {
+        AcceptedEntry {
+            slot,
+            ballot,
+            value: Value::Batch(vec![command(slot as u128, "k", text)]),
+        }
+    }
+
+    #[test]
+    fn a_promise_reporting_a_value_accepted_at_the_promised_ballot_is_not_counted() {
+        let (mut proposer, ballot) = candidate_1();
+        for accepted in [
+            vec![entry(1, ballot, "a")],
+            vec![entry(1, Ballot::new(ballot.round + 1, 2), "a")],
+        ] {
+            proposer.handle(NodeId::acceptor(1), Message::Promise { ballot, accepted });
+        }
+        proposer.handle(
+            NodeId::acceptor(2),
+            Message::Promise {
+                ballot,
+                accepted: vec![],
+            },
+        );
+        assert!(!proposer.is_leader(), "one honest Promise is no quorum");
+        assert_eq!(
+            proposer.alarms()[0],
+            "acceptor 1 sent a Promise of 1.1 that reports slot 1 accepted under 1.1, not \
+             below the promise: not counted (once)"
+        );
+    }
+
+    #[test]
+    fn a_promise_with_a_second_value_under_one_ballot_is_not_counted() {
+        let (mut proposer, ballot) = candidate_1();
+        let old = Ballot::new(0, 2);
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Promise {
+                ballot,
+                accepted: vec![entry(1, old, "a")],
+            },
+        );
+        proposer.handle(
+            NodeId::acceptor(2),
+            Message::Promise {
+                ballot,
+                accepted: vec![entry(1, old, "b")],
+            },
+        );
+        // Within one Promise too.
+        proposer.handle(
+            NodeId::acceptor(3),
+            Message::Promise {
+                ballot,
+                accepted: vec![entry(2, old, "a"), entry(2, old, "b")],
+            },
+        );
+        assert!(!proposer.is_leader());
+        assert_eq!(
+            proposer.alarms(),
+            [
+                "acceptor 2 sent a Promise of 1.1 that reports a second value for slot 1 under \
+                 ballot 0.2: not counted (once)",
+                "acceptor 3 sent a Promise of 1.1 that reports a second value for slot 2 under \
+                 ballot 0.2: not counted (once)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_promise_reporting_a_slot_far_beyond_its_from_slot_is_not_counted() {
+        let (mut proposer, ballot) = candidate_1();
+        let old = Ballot::new(0, 2);
+        for slot in [u64::MAX, MAX_PLAUSIBLE_SLOT, 2 + MAX_PROMISE_SPAN_SLOTS] {
+            proposer.handle(
+                NodeId::acceptor(1),
+                Message::Promise {
+                    ballot,
+                    accepted: vec![entry(slot, old, "a")],
+                },
+            );
+        }
+        assert_eq!(proposer.alarms().len(), 3);
+        for acceptor in 1..=2 {
+            proposer.handle(
+                NodeId::acceptor(acceptor),
+                Message::Promise {
+                    ballot,
+                    accepted: vec![entry(100, old, "a")],
+                },
+            );
+        }
+        assert!(proposer.is_leader(), "a report within the span is taken");
+    }
+
+    #[test]
+    fn a_rejected_with_a_promised_round_of_u64_max_does_not_make_the_proposer_jump() {
+        let mut proposer = proposer(1);
+        let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Rejected {
+                ballot,
+                promised: Ballot::new(u64::MAX, 2),
+            },
+        );
+        assert!(proposer.is_leader(), "an implausible ballot deposes nobody");
+        assert_eq!(
+            proposer.alarms(),
+            [format!(
+                "acceptor1 sent a Rejected naming ballot {}.2, more than 4294967296 rounds above \
+                 the highest round known here (1): ignored (once)",
+                u64::MAX
+            )]
+        );
+        // A plausible higher ballot still deposes it, and the next round is one above.
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Rejected {
+                ballot,
+                promised: Ballot::new(5, 2),
+            },
+        );
+        let (next, _, _) = tick_until_candidate(&mut proposer);
+        assert_eq!(next, Ballot::new(6, 1));
+    }
+
+    #[test]
+    fn a_heartbeat_under_another_proposers_or_an_implausible_ballot_is_ignored_with_an_alarm() {
+        let mut proposer = proposer(2);
+        for ballot in [Ballot::new(1, 3), Ballot::new(u64::MAX, 1)] {
+            proposer.handle(
+                NodeId::proposer(1),
+                Message::Heartbeat {
+                    ballot,
+                    decided_slot_max: u64::MAX,
+                },
+            );
+        }
+        assert_eq!(
+            proposer.leader_hint(),
+            None,
+            "no leader was taken from them"
+        );
+        assert_eq!(
+            proposer.alarms()[0],
+            "proposer 1 sent a Heartbeat under ballot 1.3, which belongs to proposer 3: \
+             ignored (once)"
+        );
+        assert_eq!(proposer.alarms().len(), 2);
+        let (ballot, _, _) = tick_until_candidate(&mut proposer);
+        assert_eq!(ballot, Ballot::new(1, 2));
+    }
+
+    #[test]
+    fn a_proposer_whose_rounds_are_exhausted_stops_campaigning_with_an_alarm() {
+        let mut proposer = Proposer::new(ProposerOptions::new(1, QUORUM, 10, 100), u64::MAX);
+        for _ in 0..1000 {
+            assert!(proposer.tick().is_empty());
+        }
+        assert_eq!(
+            proposer.alarms(),
+            [format!(
+                "no round is left above {}: this proposer stops campaigning (once)",
+                u64::MAX
+            )]
+        );
+    }
+
+    #[test]
+    fn a_write_from_a_client_is_answered_to_that_client_whatever_it_claims() {
+        let mut proposer = proposer(2);
+        let client = NodeId::client(1);
+        let effects = proposer.handle(
+            client,
+            Message::Write {
+                command: command(1, "k", "v"),
+                client: NodeId::client(7),
+            },
+        );
+        assert_eq!(
+            sent(&effects),
+            vec![(
+                client,
+                Message::WriteRefused {
+                    request_id: RequestId(1),
+                    leader_hint: None,
+                    client,
+                }
+            )]
+        );
+        // Forwarded to a leader, the write names the real client.
+        let (mut follower, _, _) = follower_of_proposer_1_and_a_write();
+        let forwarded = sent(&follower.handle(
+            client,
+            Message::Write {
+                command: command(1, "k", "v"),
+                client: NodeId::client(7),
+            },
+        ));
+        assert_eq!(
+            forwarded,
+            vec![(
+                NodeId::proposer(1),
+                Message::Write {
+                    command: command(1, "k", "v"),
+                    client
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn learner_progress_beyond_the_plausible_slots_or_from_a_non_learner_is_ignored() {
+        let mut proposer = proposer(1);
+        proposer.handle(
+            NodeId::learner(1),
+            Message::LearnerProgress {
+                applied_slot: u64::MAX,
+            },
+        );
+        proposer.handle(
+            NodeId::client(1),
+            Message::LearnerProgress { applied_slot: 5 },
+        );
+        assert_eq!(proposer.alarms().len(), 2);
+        let (_, from_slot, _) = tick_until_candidate(&mut proposer);
+        assert_eq!(from_slot, 1);
     }
 
     #[test]

@@ -157,7 +157,12 @@ impl Driver for ProposerDriver {
                             node: self.network.me(),
                             detail: self.proposer.status(),
                             peers: self.network.peer_statuses(),
-                            alarms: self.network.alarms(),
+                            alarms: self
+                                .network
+                                .alarms()
+                                .into_iter()
+                                .chain(self.proposer.alarms())
+                                .collect(),
                         },
                     },
                 );

@@ -387,6 +387,34 @@ impl<'a> World<'a> {
                 self.ledger.check_learner(*id, &node.core)?;
             }
         }
+        self.check_no_alarms()
+    }
+
+    /// Every node of the simulation is honest: a core that raised an alarm refused honest
+    /// traffic (its check is wrong) or saw another core break the protocol.
+    fn check_no_alarms(&self) -> Result<(), Violation> {
+        let alarms = self
+            .acceptors
+            .iter()
+            .map(|(id, node)| (NodeId::acceptor(*id), node.core.alarms()))
+            .chain(
+                self.proposers
+                    .iter()
+                    .map(|(id, node)| (NodeId::proposer(*id), node.core.alarms())),
+            )
+            .chain(
+                self.learners
+                    .iter()
+                    .map(|(id, node)| (NodeId::learner(*id), node.core.alarms())),
+            );
+        for (node, alarms) in alarms {
+            if let Some(alarm) = alarms.first() {
+                return Err(Violation::new(
+                    Property::CoreInvariant,
+                    format!("{node} raised an alarm: {alarm}"),
+                ));
+            }
+        }
         Ok(())
     }
 
