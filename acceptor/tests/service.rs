@@ -102,6 +102,7 @@ fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
         listen: listen.to_string(),
         total_acceptors: 3,
         data_dir: data_dir.to_path_buf(),
+        cluster_id: "paxos".to_string(),
     }
 }
 

@@ -149,6 +149,20 @@ fn data_dir(lookup: &dyn Lookup, default_name: String) -> PathBuf {
     }
 }
 
+/// CLUSTER_ID, trimmed: one line of printable text, since it is stored in a line of the
+/// acceptor's identity file.
+fn cluster_id(lookup: &dyn Lookup) -> Result<String, ConfigError> {
+    let cluster_id = lookup
+        .get("CLUSTER_ID")
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "paxos".to_string());
+    if cluster_id.chars().any(char::is_control) {
+        return Err(error("CLUSTER_ID", "must not hold control characters"));
+    }
+    Ok(cluster_id)
+}
+
 fn bind_address(lookup: &dyn Lookup) -> Result<String, ConfigError> {
     let host = lookup
         .get("BIND_ADDRESS")
@@ -202,6 +216,10 @@ pub struct AcceptorConfig {
     pub total_acceptors: usize,
     /// DATA_DIR (default paxos-data/acceptor<ID>): where promises and votes are kept.
     pub data_dir: PathBuf,
+    /// CLUSTER_ID (default "paxos"): the cluster this acceptor belongs to, written into
+    /// its data directory's identity so that a volume mounted on a node of another
+    /// cluster is refused at start.
+    pub cluster_id: String,
 }
 
 impl AcceptorConfig {
@@ -224,6 +242,7 @@ impl AcceptorConfig {
             listen: format!("{}:{port}", bind_address(lookup)?),
             total_acceptors,
             data_dir: data_dir(lookup, format!("acceptor{id}")),
+            cluster_id: cluster_id(lookup)?,
         })
     }
 }
@@ -443,6 +462,18 @@ mod tests {
     }
 
     #[test]
+    fn an_acceptor_belongs_to_cluster_paxos_unless_cluster_id_says_otherwise() {
+        let default = AcceptorConfig::from_lookup(&lookup(&[("ACCEPTOR_ID", "1")])).unwrap();
+        assert_eq!(default.cluster_id, "paxos");
+        let named = AcceptorConfig::from_lookup(&lookup(&[
+            ("ACCEPTOR_ID", "1"),
+            ("CLUSTER_ID", " production "),
+        ]))
+        .unwrap();
+        assert_eq!(named.cluster_id, "production");
+    }
+
+    #[test]
     fn history_and_subscription_bounds_have_defaults_and_refuse_zero() {
         let learner = LearnerConfig::from_lookup(&lookup(&[
             ("LEARNER_ID", "1"),
@@ -491,6 +522,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(port.variable, "ACCEPTOR_PORT");
+        let cluster =
+            AcceptorConfig::from_lookup(&lookup(&[("ACCEPTOR_ID", "1"), ("CLUSTER_ID", "a\nb")]))
+                .unwrap_err();
+        assert_eq!(cluster.variable, "CLUSTER_ID");
         let hosts = ProposerConfig::from_lookup(&lookup(&[
             ("PROPOSER_ID", "1"),
             ("ACCEPTOR_HOSTS", "a:1,b"),
