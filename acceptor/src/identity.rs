@@ -178,7 +178,7 @@ impl fmt::Display for IdentityError {
                 formatter,
                 "data directory {} belongs to {found} (incarnation {:032x}), but this is \
                  acceptor {acceptor_id} of cluster {cluster_id:?}: a volume mounted on the \
-                 wrong node? Refusing to start; mount the right volume or fix ACCEPTOR_ID \
+                 wrong node? Refusing to use it; mount the right volume or fix ACCEPTOR_ID \
                  and CLUSTER_ID",
                 data_dir.display(),
                 found.incarnation

@@ -77,11 +77,15 @@ pub async fn start_in(
     };
     let recovered_slots = acceptor.accepted_slot_count();
     let promised_ballot = acceptor.promised_ballot();
-    let truncated_tail_bytes = durable.as_ref().map_or(0, |d| d.log.truncated_tail_bytes());
-    let log_path = durable.as_ref().map(|d| d.log.path().to_path_buf());
+    let truncated_tail_bytes = durable
+        .as_ref()
+        .map_or(0, |durable| durable.log.truncated_tail_bytes());
+    let log_path = durable
+        .as_ref()
+        .map(|durable| durable.log.path().to_path_buf());
     let incarnation = durable
         .as_ref()
-        .map(|d| incarnation_text(d.identity.identity()));
+        .map(|durable| incarnation_text(durable.identity.identity()));
     let node = event_loop::start(me, Some(listen), Vec::new(), loop_options, move |network| {
         AcceptorDriver {
             me,
