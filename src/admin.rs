@@ -395,6 +395,7 @@ mod tests {
             listen: "127.0.0.1:0".to_string(),
             total_acceptors: 3,
             data_dir: data_dir.to_path_buf(),
+            cluster_id: "paxos".to_string(),
         };
         let handle = acceptor::service::start(config).await.unwrap();
         let target = Target::new(

@@ -56,8 +56,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an acceptor (ACCEPTOR_ID, ACCEPTOR_PORT, TOTAL_ACCEPTORS, DATA_DIR).
-    Acceptor,
+    /// Run an acceptor (ACCEPTOR_ID, ACCEPTOR_PORT, TOTAL_ACCEPTORS, DATA_DIR, CLUSTER_ID).
+    Acceptor {
+        /// Instead of running: start a new incarnation of the acceptor over an empty log
+        /// (the old log is moved aside, not deleted), then exit. For an acceptor that
+        /// refuses to vote with "amnesia"; safe only while a quorum of the other acceptors
+        /// is intact and this acceptor's old votes are no longer needed. Stop it first.
+        #[arg(long)]
+        reset_identity: bool,
+    },
     /// Run a proposer (PROPOSER_ID, PROPOSER_PORT, ACCEPTOR_HOSTS, LEARNER_HOSTS,
     /// PROPOSER_HOSTS, HEARTBEAT_INTERVAL, LEADER_TIMEOUT, DATA_DIR).
     Proposer,
@@ -232,6 +239,23 @@ impl common::config::Lookup for Settings {
     }
 }
 
+/// `paxos acceptor --reset-identity`: prints what it did and why it may be unsafe.
+fn reset_acceptor_identity(config: &AcceptorConfig) -> ExitCode {
+    match acceptor::service::reset_identity(config) {
+        Ok(reset) => {
+            println!("{}", reset.report(&config.data_dir));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "error: cannot reset the identity of acceptor {}: {error}",
+                config.id
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::logging::init();
@@ -239,16 +263,26 @@ fn main() -> ExitCode {
         insecure: cli.insecure,
     };
     let admin = match &cli.command {
-        Command::Acceptor | Command::Proposer | Command::Learner => {
-            match AdminConfig::from_lookup(&Environment) {
-                Ok(admin) => admin,
-                Err(error) => return config_failure(error),
-            }
+        Command::Acceptor {
+            reset_identity: false,
         }
+        | Command::Proposer
+        | Command::Learner => match AdminConfig::from_lookup(&Environment) {
+            Ok(admin) => admin,
+            Err(error) => return config_failure(error),
+        },
         _ => AdminConfig { listen: None },
     };
     match cli.command {
-        Command::Acceptor => match AcceptorConfig::from_lookup(&settings) {
+        Command::Acceptor {
+            reset_identity: true,
+        } => match AcceptorConfig::from_lookup(&settings) {
+            Ok(config) => reset_acceptor_identity(&config),
+            Err(error) => config_failure(error),
+        },
+        Command::Acceptor {
+            reset_identity: false,
+        } => match AcceptorConfig::from_lookup(&settings) {
             Ok(config) => run_role(with_admin(
                 admin,
                 NodeId::acceptor(config.id),

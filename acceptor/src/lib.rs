@@ -7,6 +7,8 @@
 //!
 //! - [`core`]: the protocol as a plain state machine (no I/O): a message in, effects out.
 //! - [`storage`]: the checksummed write-ahead log of the core's records, with compaction.
+//! - [`identity`]: whose memory the data directory is, and whether it voted, so that a
+//!   lost log is detected (amnesia) rather than served as a fresh start.
 //! - [`service`]: the process: network, driver thread, group commit, `/status` answers.
 //!
 //! ```
@@ -29,6 +31,7 @@
 #![deny(missing_docs)]
 
 pub mod core;
+pub mod identity;
 pub mod service;
 pub mod storage;
 

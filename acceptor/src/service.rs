@@ -11,14 +11,23 @@
 //! go to every learner connected at the time (a learner that missed some asks again with
 //! `SyncAccepted`).
 //!
-//! A corrupt log (damage before its tail) does not stop the acceptor: it runs but refuses
-//! to vote ([`Acceptor::refusing`]), says why in its status and its log, and writes
-//! nothing, so the damage stays for an operator to inspect. A failed write or fsync does
-//! stop it: after a failed fsync the kernel may have dropped the data, and a retry could
-//! report success for writes that never reached the disk.
+//! The first batch of an incarnation that persists anything also records `has_voted` in
+//! the data directory's identity ([`crate::identity`]), after the log sync and before the
+//! sends: one more durable write, once per incarnation, so that a log lost later is seen
+//! as amnesia instead of a fresh start.
+//!
+//! A corrupt log (damage before its tail), a corrupt identity or amnesia (an identity that
+//! says this acceptor voted over an empty or missing log) does not stop the acceptor: it
+//! runs but refuses to vote ([`Acceptor::refusing`]), says why in its status and its log,
+//! and writes nothing, so the damage stays for an operator to inspect. An identity of
+//! another acceptor or cluster stops the start (a volume mounted on the wrong node). A
+//! failed write or fsync stops the acceptor: after a failed fsync the kernel may have
+//! dropped the data, and a retry could report success for writes that never reached the
+//! disk.
 
 use crate::core::{Acceptor, Effect};
-use crate::storage::Storage;
+use crate::identity::{self, Identity, IdentityError, IdentityFile, Startup};
+use crate::storage::{Storage, LOG_FILE_NAME};
 use anyhow::Context;
 use common::config::AcceptorConfig;
 use common::event_loop::{self, Driver, LoopOptions, NodeThread};
@@ -28,7 +37,7 @@ use common::network::{Inbound, Network, Transport};
 use common::node::{NodeId, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The most inbound events the driver handles before it syncs and sends: bounds the delay
 /// of the first answer of a batch while still sharing one fsync among many messages.
@@ -60,7 +69,7 @@ pub async fn start_in(
         .listen
         .parse()
         .with_context(|| format!("acceptor listen address {:?} is not ip:port", config.listen))?;
-    let (acceptor, storage) = recover(&config, file_system).await?;
+    let (acceptor, durable) = recover(&config, file_system).await?;
     let loop_options = LoopOptions {
         // The acceptor has no timers: the tick only bounds how long it takes to notice a
         // shutdown.
@@ -70,8 +79,15 @@ pub async fn start_in(
     };
     let recovered_slots = acceptor.accepted_slot_count();
     let promised_ballot = acceptor.promised_ballot();
-    let truncated_tail_bytes = storage.as_ref().map_or(0, Storage::truncated_tail_bytes);
-    let log_path = storage.as_ref().map(|storage| storage.path().to_path_buf());
+    let truncated_tail_bytes = durable
+        .as_ref()
+        .map_or(0, |durable| durable.log.truncated_tail_bytes());
+    let log_path = durable
+        .as_ref()
+        .map(|durable| durable.log.path().to_path_buf());
+    let incarnation = durable
+        .as_ref()
+        .map(|durable| incarnation_text(durable.identity.identity()));
     let node = event_loop::start(
         me,
         Some(listen),
@@ -81,7 +97,7 @@ pub async fn start_in(
         move |network| AcceptorDriver {
             me,
             acceptor,
-            storage,
+            durable,
             network,
             outgoing: Vec::new(),
             persisted_records: 0,
@@ -93,6 +109,8 @@ pub async fn start_in(
         .expect("the network returns the address it listens on");
     tracing::info!(
         acceptor = config.id,
+        cluster = %config.cluster_id,
+        incarnation = incarnation.as_deref().unwrap_or("none (refusing to vote)"),
         listen = %address,
         data_dir = %config.data_dir.display(),
         %promised_ballot,
@@ -110,39 +128,190 @@ pub async fn start_in(
     Ok(Handle { address, node })
 }
 
-/// Opens the log and replays it. A corrupt log is never a fresh start (an acceptor that
-/// forgot its promises could let two values be chosen): the acceptor then runs refusing
-/// to vote, without storage. A log that cannot be opened at all is an error.
+/// The log and the identity of an acceptor that votes.
+struct Durable {
+    log: Storage,
+    identity: IdentityFile,
+}
+
+fn incarnation_text(identity: &Identity) -> String {
+    format!("{:032x}", identity.incarnation)
+}
+
+/// Checks the identity, opens the log and replays it (see [`recover_blocking`]).
 async fn recover(
     config: &AcceptorConfig,
     file_system: Arc<dyn FileSystem>,
-) -> anyhow::Result<(Acceptor, Option<Storage>)> {
-    let data_dir = config.data_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || Storage::open_in(file_system, &data_dir))
+) -> anyhow::Result<(Acceptor, Option<Durable>)> {
+    let blocking_config = config.clone();
+    tokio::task::spawn_blocking(move || recover_blocking(&blocking_config, file_system))
         .await
-        .context("opening the acceptor's log")?;
-    match opened {
-        Ok((mut storage, records)) => {
-            storage.stagger_compaction(config.id);
-            Ok((Acceptor::recover(config.id, records), Some(storage)))
-        }
-        Err(error) if error.is_corruption() => {
-            tracing::error!(
-                %error,
-                "the acceptor's log is corrupt: running, but refusing to vote until an \
-                 operator repairs or replaces the data directory"
-            );
-            Ok((Acceptor::refusing(config.id, error.to_string()), None))
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot recover the acceptor's state; refusing to start");
-            Err(anyhow::Error::new(error).context(format!(
-                "acceptor {} cannot recover its state from {}",
-                config.id,
-                config.data_dir.display()
-            )))
+        .context("opening the acceptor's log")?
+}
+
+/// Checks whose data directory this is, opens the log and replays it. A directory of
+/// another acceptor or cluster, or a log or identity that cannot be read at all, is an
+/// error. A corrupt log or identity, or amnesia, is never a fresh start (an acceptor that
+/// forgot its promises could let two values be chosen): the acceptor then runs refusing
+/// to vote, without storage.
+fn recover_blocking(
+    config: &AcceptorConfig,
+    file_system: Arc<dyn FileSystem>,
+) -> anyhow::Result<(Acceptor, Option<Durable>)> {
+    let data_dir = &config.data_dir;
+    let cannot_start = |error: anyhow::Error| {
+        tracing::error!("{error:#}; refusing to start");
+        error.context(format!(
+            "acceptor {} cannot recover its state from {}",
+            config.id,
+            data_dir.display()
+        ))
+    };
+    let found = match identity::read(file_system.as_ref(), data_dir) {
+        Ok(found) => found,
+        Err(error @ IdentityError::Corrupt { .. }) => return Ok(refusing(config, &error)),
+        Err(error) => return Err(cannot_start(error.into())),
+    };
+    if let Some(found) = &found {
+        identity::check_owner(found, data_dir, &config.cluster_id, config.id)
+            .map_err(|error| cannot_start(error.into()))?;
+    }
+    let log = data_dir.join(LOG_FILE_NAME);
+    if let Some(voted) = found.as_ref().filter(|found| found.has_voted) {
+        if !file_system.exists(&log) {
+            // Not even created: the directory stays as found, for the operator.
+            return Ok(amnesia(config, identity::amnesia_reason(voted, &log)));
         }
     }
+    let (mut storage, records) = match Storage::open_in(file_system.clone(), data_dir) {
+        Ok(opened) => opened,
+        Err(error) if error.is_corruption() => return Ok(refusing(config, &error)),
+        Err(error) => return Err(cannot_start(error.into())),
+    };
+    let identity = match identity::assess(found.as_ref(), records.len(), &log) {
+        Startup::Amnesia(reason) => return Ok(amnesia(config, reason)),
+        startup => identity_to_vote_with(config, found.clone(), startup),
+    };
+    if Some(&identity) != found.as_ref() {
+        identity::write(file_system.as_ref(), data_dir, &identity).map_err(|error| {
+            cannot_start(anyhow::Error::new(error).context("writing the identity"))
+        })?;
+        tracing::info!(
+            incarnation = %incarnation_text(&identity),
+            has_voted = identity.has_voted,
+            "wrote the data directory's identity"
+        );
+    }
+    storage.stagger_compaction(config.id);
+    let acceptor = Acceptor::recover(config.id, records);
+    let identity = IdentityFile::new(file_system, data_dir, identity);
+    Ok((
+        acceptor,
+        Some(Durable {
+            log: storage,
+            identity,
+        }),
+    ))
+}
+
+/// The identity an acceptor that votes keeps, for a `startup` other than amnesia.
+fn identity_to_vote_with(
+    config: &AcceptorConfig,
+    found: Option<Identity>,
+    startup: Startup,
+) -> Identity {
+    let new_incarnation = || {
+        Identity::new(
+            &config.cluster_id,
+            config.id,
+            identity::random_incarnation(),
+        )
+    };
+    match startup {
+        Startup::Known => found.expect("assess knows an identity only if one was found"),
+        Startup::Fresh => new_incarnation(),
+        Startup::RecordVoted => Identity {
+            has_voted: true,
+            ..found.unwrap_or_else(new_incarnation)
+        },
+        Startup::Amnesia(_) => unreachable!("an acceptor with amnesia keeps no identity"),
+    }
+}
+
+/// An acceptor whose log or identity is corrupt, refusing to vote.
+fn refusing(config: &AcceptorConfig, error: &dyn std::error::Error) -> (Acceptor, Option<Durable>) {
+    tracing::error!(
+        %error,
+        "the acceptor's data directory is corrupt: running, but refusing to vote until an \
+         operator repairs or replaces it"
+    );
+    (Acceptor::refusing(config.id, error.to_string()), None)
+}
+
+/// An acceptor that lost its memory, refusing to vote.
+fn amnesia(config: &AcceptorConfig, reason: String) -> (Acceptor, Option<Durable>) {
+    tracing::warn!(data_dir = %config.data_dir.display(), "{reason}");
+    (Acceptor::refusing(config.id, reason), None)
+}
+
+/// `paxos acceptor --reset-identity`: a new incarnation over an empty log, the old log
+/// kept aside as `acceptor.wal.reset-<UTC time>` (see [`identity::reset`] for when it is
+/// safe). The acceptor must be stopped.
+pub fn reset_identity(config: &AcceptorConfig) -> Result<identity::Reset, IdentityError> {
+    reset_identity_in(config, &RealFileSystem, SystemTime::now())
+}
+
+/// [`reset_identity`] in `file_system`, naming the old log after `now`.
+pub fn reset_identity_in(
+    config: &AcceptorConfig,
+    file_system: &dyn FileSystem,
+    now: SystemTime,
+) -> Result<identity::Reset, IdentityError> {
+    let reset = identity::reset(
+        file_system,
+        &config.data_dir,
+        LOG_FILE_NAME,
+        &config.cluster_id,
+        config.id,
+        identity::random_incarnation(),
+        &utc_timestamp(now),
+    )?;
+    tracing::warn!(
+        acceptor = config.id,
+        incarnation = %incarnation_text(&reset.identity),
+        moved_log = ?reset.moved_log,
+        "reset the acceptor's identity: it forgot every promise and vote it made"
+    );
+    Ok(reset)
+}
+
+/// `now` as `YYYYMMDDTHHMMSSZ` (UTC), for file names that sort by time.
+fn utc_timestamp(now: SystemTime) -> String {
+    let seconds = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let shifted = days as i64 + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
 }
 
 /// A running acceptor. Dropping it (or [`Handle::shutdown`]) stops the driver and closes
@@ -178,8 +347,8 @@ impl Handle {
 struct AcceptorDriver {
     me: NodeId,
     acceptor: Acceptor,
-    /// None while the acceptor refuses to vote (a corrupt log): it persists nothing.
-    storage: Option<Storage>,
+    /// None while the acceptor refuses to vote (corruption, amnesia): it persists nothing.
+    durable: Option<Durable>,
     network: Network,
     /// Messages of the batch, to send once it is durable.
     outgoing: Vec<Outgoing>,
@@ -200,12 +369,25 @@ impl Driver for AcceptorDriver {
 
     fn tick(&mut self) {}
 
-    /// Persists the batch (one sync), then sends its messages.
+    /// Persists the batch (one sync), records the first vote of the incarnation in the
+    /// identity, then sends its messages.
     fn end_batch(&mut self) {
         let persisted_records = std::mem::take(&mut self.persisted_records);
         if persisted_records > 0 {
-            if let Err(error) = self.storage().sync() {
+            let durable = self.durable();
+            if let Err(error) = durable.log.sync() {
                 fatal("syncing the log", &error);
+            }
+            // Once per incarnation. After the log sync: a crash before it leaves records
+            // that the next start trusts (nothing was answered). Before the sends: once
+            // anything is answered, a log found empty is amnesia.
+            match durable.identity.record_voted() {
+                Ok(true) => tracing::info!(
+                    incarnation = %incarnation_text(durable.identity.identity()),
+                    "recorded in the identity that this incarnation has voted"
+                ),
+                Ok(false) => {}
+                Err(error) => fatal("recording the first vote in the identity", &error),
             }
         }
         // Votes for the learners leave as one AcceptedValues per batch (the learners count
@@ -262,7 +444,7 @@ impl AcceptorDriver {
         for effect in effects {
             match effect {
                 Effect::Persist(record) => {
-                    self.storage().append(&record);
+                    self.durable().log.append(&record);
                     persisted_records += 1;
                 }
                 Effect::Send { to, message } => self.outgoing.push(Outgoing::To(to, message)),
@@ -272,15 +454,15 @@ impl AcceptorDriver {
         persisted_records
     }
 
-    fn storage(&mut self) -> &mut Storage {
-        self.storage
+    fn durable(&mut self) -> &mut Durable {
+        self.durable
             .as_mut()
             .expect("invariant violated: an acceptor refusing to vote persists nothing")
     }
 
     /// Runs after the sends, so a compaction never delays the answers of its batch.
     fn compact_if_needed(&mut self) {
-        let Some(storage) = self.storage.as_mut() else {
+        let Some(Durable { log: storage, .. }) = self.durable.as_mut() else {
             return;
         };
         match storage.compact_if_needed(&self.acceptor) {
@@ -317,4 +499,17 @@ impl AcceptorDriver {
 fn fatal(action: &str, error: &std::io::Error) -> ! {
     tracing::error!(%error, "{action} failed; stopping the acceptor (restart recovers from the log)");
     std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_timestamps_are_utc_calendar_times() {
+        let at = |seconds| utc_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_782_400), "20000229T000000Z");
+        assert_eq!(at(1_795_999_500), "20261130T004500Z");
+    }
 }

@@ -104,6 +104,7 @@ fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
         listen: listen.to_string(),
         total_acceptors: 3,
         data_dir: data_dir.to_path_buf(),
+        cluster_id: "paxos".to_string(),
     }
 }
 
@@ -418,4 +419,308 @@ async fn an_acceptor_asked_for_two_values_under_one_ballot_refuses_the_second_an
         value(),
         "the first value of slot 1 is kept"
     );
+}
+
+// Amnesia: the data directory's identity says whose memory it is and whether it voted.
+
+fn identity_in(data_dir: &Path) -> acceptor::identity::Identity {
+    acceptor::identity::read(&common::file_system::RealFileSystem, data_dir)
+        .expect("the identity reads")
+        .expect("the data directory has an identity")
+}
+
+fn prepare(round: u64) -> Message {
+    Message::Prepare {
+        ballot: Ballot::new(round, 2),
+        from_slot: 1,
+    }
+}
+
+/// Starts acceptor 1 on `data_dir`, promises `round` to a proposer and stops it.
+async fn promise_once(data_dir: &Path, round: u64) {
+    let acceptor = start(config(data_dir, "127.0.0.1:0")).await.unwrap();
+    let mut proposer = FakeNode::connect(NodeId::proposer(2), &acceptor).await;
+    assert!(matches!(
+        proposer.ask(prepare(round)).await,
+        Message::Promise { .. }
+    ));
+    acceptor.shutdown().await;
+}
+
+/// Starts acceptor 1 on `data_dir` and returns its status and its answer to a Prepare
+/// (None if it gave none before the status reply that follows the Prepare).
+async fn status_and_answer(data_dir: &Path, round: u64) -> (RoleStatus, Option<Message>) {
+    let acceptor = start(config(data_dir, "127.0.0.1:0")).await.unwrap();
+    let mut proposer = FakeNode::connect(NodeId::proposer(2), &acceptor).await;
+    assert!(proposer.network.send(NodeId::acceptor(1), prepare(round)));
+    let first = proposer.ask(Message::StatusRequest { request_id: 8 }).await;
+    let (answer, status) = match first {
+        Message::StatusReply { status, .. } => (None, status.detail),
+        answer => match proposer.next_message().await {
+            Message::StatusReply { status, .. } => (Some(answer), status.detail),
+            other => panic!("expected a StatusReply, got {other:?}"),
+        },
+    };
+    acceptor.shutdown().await;
+    (status, answer)
+}
+
+fn storage_fault(status: &RoleStatus) -> Option<&str> {
+    match status {
+        RoleStatus::Acceptor { storage_fault, .. } => storage_fault.as_deref(),
+        other => panic!("expected an acceptor's status, got {other:?}"),
+    }
+}
+
+fn assert_refuses_with_amnesia(status: &RoleStatus, answer: &Option<Message>) {
+    let reason = storage_fault(status).expect("the acceptor refuses to vote");
+    assert!(
+        reason.starts_with("amnesia: identity of incarnation ")
+            && reason.contains("says this acceptor voted, but its log")
+            && reason.contains("holds no records")
+            && reason.contains("paxos acceptor --reset-identity")
+            && reason.contains("safe only while a quorum of the other acceptors is intact"),
+        "{reason}"
+    );
+    assert_eq!(answer, &None, "an acceptor with amnesia answers nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_writes_an_identity_that_has_not_voted_until_its_first_promise() {
+    let directory = tempfile::tempdir().unwrap();
+    let acceptor = start(config(directory.path(), "127.0.0.1:0"))
+        .await
+        .unwrap();
+    let fresh = identity_in(directory.path());
+    assert_eq!(
+        (
+            fresh.cluster_id.as_str(),
+            fresh.acceptor_id,
+            fresh.has_voted
+        ),
+        ("paxos", 1, false)
+    );
+    let mut proposer = FakeNode::connect(NodeId::proposer(2), &acceptor).await;
+    assert!(matches!(
+        proposer.ask(prepare(1)).await,
+        Message::Promise { .. }
+    ));
+    let voted = identity_in(directory.path());
+    assert!(voted.has_voted, "recorded before the Promise left");
+    assert_eq!(voted.incarnation, fresh.incarnation);
+    acceptor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_its_log_intact_votes() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let incarnation = identity_in(directory.path()).incarnation;
+    let (status, answer) = status_and_answer(directory.path(), 2).await;
+    assert_eq!(storage_fault(&status), None);
+    assert!(
+        matches!(answer, Some(Message::Promise { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(identity_in(directory.path()).incarnation, incarnation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_whose_log_was_deleted_after_voting_refuses_with_amnesia_in_its_status() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let log = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    std::fs::remove_file(&log).unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 2).await;
+    assert_refuses_with_amnesia(&status, &answer);
+    assert!(!log.exists(), "the directory is left as found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_whose_log_was_truncated_to_zero_bytes_after_voting_refuses_with_amnesia() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let log = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    std::fs::File::create(&log).unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 2).await;
+    assert_refuses_with_amnesia(&status, &answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_that_never_voted_restarts_with_an_empty_log_and_votes() {
+    let directory = tempfile::tempdir().unwrap();
+    let acceptor = start(config(directory.path(), "127.0.0.1:0"))
+        .await
+        .unwrap();
+    acceptor.shutdown().await;
+    let log = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    std::fs::File::create(&log).unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 1).await;
+    assert_eq!(storage_fault(&status), None, "no false alarm");
+    assert!(
+        matches!(answer, Some(Message::Promise { .. })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_acceptor_or_cluster_stops_the_start_naming_both() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let mut other_acceptor = config(directory.path(), "127.0.0.1:0");
+    other_acceptor.id = 2;
+    let mut other_cluster = config(directory.path(), "127.0.0.1:0");
+    other_cluster.cluster_id = "staging".into();
+    for (wrong, expected) in [
+        (other_acceptor, "this is acceptor 2 of cluster \"paxos\""),
+        (other_cluster, "this is acceptor 1 of cluster \"staging\""),
+    ] {
+        let error = format!("{:#}", start(wrong).await.err().expect("refused"));
+        let belongs = format!(
+            "data directory {} belongs to acceptor 1 of cluster \"paxos\"",
+            directory.path().display()
+        );
+        assert!(error.contains(&belongs), "{error}");
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("wrong node"), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_identity_keeps_the_old_log_aside_and_the_acceptor_votes_again() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let log = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    let old_log = std::fs::read(&log).unwrap();
+    let old = identity_in(directory.path());
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&log, &old_log[..8]).unwrap(); // the records lost, the header kept
+    let (status, _) = status_and_answer(directory.path(), 2).await;
+    assert!(storage_fault(&status).is_some_and(|reason| reason.starts_with("amnesia")));
+
+    let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_999_500);
+    let config = config(directory.path(), "127.0.0.1:0");
+    let file_system = common::file_system::RealFileSystem;
+    let reset = acceptor::service::reset_identity_in(&config, &file_system, at).unwrap();
+    let aside = directory.path().join("acceptor.wal.reset-20261130T004500Z");
+    assert_eq!(reset.moved_log.as_deref(), Some(aside.as_path()));
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        &old_log[..8],
+        "kept, not deleted"
+    );
+    let report = reset.report(directory.path());
+    assert!(report.contains("moved the old log aside to"), "{report}");
+    assert!(
+        report.contains("safe only while a quorum of the other acceptors is intact"),
+        "{report}"
+    );
+    let new = identity_in(directory.path());
+    assert_ne!(new.incarnation, old.incarnation);
+    assert!(!new.has_voted);
+
+    let (status, answer) = status_and_answer(directory.path(), 3).await;
+    assert_eq!(storage_fault(&status), None);
+    assert!(
+        matches!(answer, Some(Message::Promise { .. })),
+        "{answer:?}"
+    );
+    // A second reset in the same second keeps both old logs.
+    let again = acceptor::service::reset_identity_in(&config, &file_system, at).unwrap();
+    assert_eq!(
+        again.moved_log,
+        Some(
+            directory
+                .path()
+                .join("acceptor.wal.reset-20261130T004500Z-2")
+        )
+    );
+    assert!(aside.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_data_directory_with_a_log_but_no_identity_is_taken_as_having_voted() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    std::fs::remove_file(
+        directory
+            .path()
+            .join(acceptor::identity::IDENTITY_FILE_NAME),
+    )
+    .unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 0).await;
+    assert_eq!(storage_fault(&status), None);
+    assert!(
+        matches!(answer, Some(Message::Rejected { .. })),
+        "the promise of round 1 came back from the log: {answer:?}"
+    );
+    assert!(identity_in(directory.path()).has_voted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_with_a_corrupt_identity_refuses_to_vote_and_says_why() {
+    let directory = tempfile::tempdir().unwrap();
+    promise_once(directory.path(), 1).await;
+    let path = directory
+        .path()
+        .join(acceptor::identity::IDENTITY_FILE_NAME);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("acceptor_id=1", "acceptor_id=7")).unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 2).await;
+    let reason = storage_fault(&status).expect("refuses");
+    assert!(reason.contains("checksum mismatch"), "{reason}");
+    assert_eq!(answer, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_damaged_in_the_middle_says_how_many_intact_records_would_be_lost() {
+    let directory = tempfile::tempdir().unwrap();
+    let log_path = directory.path().join(acceptor::storage::LOG_FILE_NAME);
+    {
+        let (mut storage, _) = acceptor::storage::Storage::open(directory.path()).unwrap();
+        for round in 1..=13 {
+            storage.append(&acceptor::core::Record::Promised(Ballot::new(round, 1)));
+        }
+        storage.sync().unwrap();
+    }
+    // Damage the first record: twelve intact ones follow it.
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    bytes[8 + 8] ^= 0xff;
+    std::fs::write(&log_path, &bytes).unwrap();
+    let (status, answer) = status_and_answer(directory.path(), 20).await;
+    let reason = storage_fault(&status).expect("refuses");
+    assert!(
+        reason.contains(
+            "is corrupt at byte 8: checksum mismatch; 12 intact records after it would be lost"
+        ),
+        "{reason}"
+    );
+    assert_eq!(answer, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn has_voted_is_durable_before_the_first_answer_leaves() {
+    use common::file_system::{KeepNothing, SimulatedFileSystem};
+    let file_system = SimulatedFileSystem::new();
+    let data_dir = Path::new("/acceptor1");
+    let acceptor = acceptor::service::start_in(
+        config(data_dir, "127.0.0.1:0"),
+        Arc::new(file_system.clone()),
+    )
+    .await
+    .unwrap();
+    let mut proposer = FakeNode::connect(NodeId::proposer(2), &acceptor).await;
+    assert!(matches!(
+        proposer.ask(prepare(1)).await,
+        Message::Promise { .. }
+    ));
+    // A power cut the moment the Promise arrived: only what was synced survives.
+    let crashed = file_system.crash(&mut KeepNothing);
+    acceptor.shutdown().await;
+    let identity = acceptor::identity::read(&crashed, data_dir)
+        .unwrap()
+        .unwrap();
+    assert!(identity.has_voted);
+    let (_, records) = acceptor::storage::Storage::open_in(Arc::new(crashed), data_dir).unwrap();
+    assert_eq!(records.len(), 1, "the promise was synced too");
 }

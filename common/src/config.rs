@@ -150,6 +150,20 @@ fn data_dir(lookup: &dyn Lookup, default_name: String) -> PathBuf {
     }
 }
 
+/// CLUSTER_ID, trimmed: one line of printable text, since it is stored in a line of the
+/// acceptor's identity file.
+fn cluster_id(lookup: &dyn Lookup) -> Result<String, ConfigError> {
+    let cluster_id = lookup
+        .get("CLUSTER_ID")
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "paxos".to_string());
+    if cluster_id.chars().any(char::is_control) {
+        return Err(error("CLUSTER_ID", "must not hold control characters"));
+    }
+    Ok(cluster_id)
+}
+
 fn bind_address(lookup: &dyn Lookup) -> Result<String, ConfigError> {
     let host = lookup
         .get("BIND_ADDRESS")
@@ -206,6 +220,10 @@ pub struct AcceptorConfig {
     /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
     /// connections to the others are secured.
     pub security: Security,
+    /// CLUSTER_ID (default "paxos"): the cluster this acceptor belongs to, written into
+    /// its data directory's identity so that a volume mounted on a node of another
+    /// cluster is refused at start.
+    pub cluster_id: String,
 }
 
 impl AcceptorConfig {
@@ -229,6 +247,7 @@ impl AcceptorConfig {
             total_acceptors,
             data_dir: data_dir(lookup, format!("acceptor{id}")),
             security: Security::from_lookup(lookup)?,
+            cluster_id: cluster_id(lookup)?,
         })
     }
 }
@@ -464,6 +483,18 @@ mod tests {
     }
 
     #[test]
+    fn an_acceptor_belongs_to_cluster_paxos_unless_cluster_id_says_otherwise() {
+        let default = AcceptorConfig::from_lookup(&lookup(&[("ACCEPTOR_ID", "1")])).unwrap();
+        assert_eq!(default.cluster_id, "paxos");
+        let named = AcceptorConfig::from_lookup(&lookup(&[
+            ("ACCEPTOR_ID", "1"),
+            ("CLUSTER_ID", " production "),
+        ]))
+        .unwrap();
+        assert_eq!(named.cluster_id, "production");
+    }
+
+    #[test]
     fn history_and_subscription_bounds_have_defaults_and_refuse_zero() {
         let learner = LearnerConfig::from_lookup(&lookup(&[
             ("LEARNER_ID", "1"),
@@ -512,6 +543,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(port.variable, "ACCEPTOR_PORT");
+        let cluster =
+            AcceptorConfig::from_lookup(&lookup(&[("ACCEPTOR_ID", "1"), ("CLUSTER_ID", "a\nb")]))
+                .unwrap_err();
+        assert_eq!(cluster.variable, "CLUSTER_ID");
         let hosts = ProposerConfig::from_lookup(&lookup(&[
             ("PROPOSER_ID", "1"),
             ("ACCEPTOR_HOSTS", "a:1,b"),

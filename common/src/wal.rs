@@ -14,7 +14,11 @@
 //! On open, a damaged *tail* (a record cut short, or a last record whose checksum fails,
 //! followed by nothing but zeros) is the trace of a crash during an append that was never
 //! synced, so it was never acknowledged: it is truncated away. A checksum failure anywhere else is
-//! corruption of acknowledged data, reported as [`WalError::Corrupt`] and never used.
+//! corruption of acknowledged data, reported as [`WalError::Corrupt`] and never used. So
+//! is damage that only looks like a tail, such as a length field that points past the end
+//! of the file, when intact records follow it: an append cut by a crash leaves nothing
+//! intact after the cut. Either way the report counts the intact (checksummed) records
+//! found past the damage, which a truncation there would lose.
 //! [`Wal::rewrite`] compacts the log: the new records go to a temporary file that is
 //! synced, renamed over the log, and the directory synced, so a crash leaves either the
 //! old log or the new one.
@@ -47,6 +51,9 @@ pub enum WalError {
         offset: u64,
         /// What is wrong.
         reason: String,
+        /// Intact records found past the damage (by scanning for checksummed records):
+        /// what a truncation at `offset` would lose.
+        intact_records_after: usize,
     },
 }
 
@@ -58,11 +65,19 @@ impl fmt::Display for WalError {
                 path,
                 offset,
                 reason,
-            } => write!(
-                formatter,
-                "log {} is corrupt at byte {offset}: {reason}",
-                path.display()
-            ),
+                intact_records_after,
+            } => {
+                let records = match intact_records_after {
+                    1 => "record".to_string(),
+                    _ => "records".to_string(),
+                };
+                write!(
+                    formatter,
+                    "log {} is corrupt at byte {offset}: {reason}; {intact_records_after} \
+                     intact {records} after it would be lost",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -261,11 +276,14 @@ fn encode_record(payload: &[u8], buffer: &mut Vec<u8>) {
 }
 
 /// Splits `contents` into records; returns them and how many leading bytes are intact.
+/// Stops at a torn tail (which the caller truncates) and fails on damage that intact
+/// records follow.
 fn parse(path: &Path, contents: &[u8]) -> Result<(Vec<Vec<u8>>, u64), WalError> {
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
         reason,
+        intact_records_after: count_intact_records(&contents[(offset + 1).min(contents.len())..]),
     };
     if contents.len() < HEADER_BYTES as usize {
         if !MAGIC.starts_with(contents) {
@@ -308,7 +326,44 @@ fn parse(path: &Path, contents: &[u8]) -> Result<(Vec<Vec<u8>>, u64), WalError> 
         records.push(payload.to_vec());
         offset += end;
     }
+    // What looks like a torn tail is one only if nothing intact follows: a crash cuts an
+    // append, after which the file holds nothing (or allocated zeros).
+    if offset + 1 < contents.len() && count_intact_records(&contents[offset + 1..]) > 0 {
+        return Err(corrupt(
+            offset,
+            "damaged record (cut short or torn) before the end of the log".into(),
+        ));
+    }
     Ok((records, offset as u64))
+}
+
+/// How many intact records `contents` holds at any position: from each byte on, a record
+/// whose length is possible and whose checksum matches counts, and the search goes on
+/// after it. For reports on damage only (a random match needs a 32-bit checksum to pass).
+fn count_intact_records(contents: &[u8]) -> usize {
+    let mut count = 0;
+    let mut position = 0;
+    while position + RECORD_HEADER_BYTES < contents.len() {
+        match intact_record_length(&contents[position..]) {
+            Some(record_bytes) => {
+                count += 1;
+                position += record_bytes;
+            }
+            None => position += 1,
+        }
+    }
+    count
+}
+
+/// The size of the intact record at the start of `rest`, header included, if there is one.
+fn intact_record_length(rest: &[u8]) -> Option<usize> {
+    let length = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+    let checksum = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
+    if length == 0 || length > MAX_RECORD_BYTES {
+        return None;
+    }
+    let payload = rest.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)?;
+    (crc32fast::hash(payload) == checksum).then_some(RECORD_HEADER_BYTES + length)
 }
 
 #[cfg(test)]
@@ -439,6 +494,73 @@ mod tests {
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("a corrupt log must not open"),
         }
+    }
+
+    /// A log of `count` records of `record_bytes` each, and where each record starts.
+    fn log_of(path: &Path, count: usize, record_bytes: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut wal = reopen(path).wal;
+        let mut starts = Vec::new();
+        for index in 0..count {
+            starts.push(HEADER_BYTES as usize + index * (RECORD_HEADER_BYTES + record_bytes));
+            wal.append(&vec![index as u8 + 1; record_bytes]);
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        (fs::read(path).unwrap(), starts)
+    }
+
+    fn corruption(path: &Path) -> (u64, usize, String) {
+        match Wal::open(path) {
+            Err(
+                error @ WalError::Corrupt {
+                    offset,
+                    intact_records_after,
+                    ..
+                },
+            ) => (offset, intact_records_after, error.to_string()),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(recovered) => panic!(
+                "a log damaged in the middle must not open ({} records)",
+                recovered.records.len()
+            ),
+        }
+    }
+
+    #[test]
+    fn a_log_damaged_in_the_middle_reports_how_many_intact_records_follow_the_damage() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let (mut bytes, starts) = log_of(&path, 20, 30);
+        bytes[starts[7] + RECORD_HEADER_BYTES + 3] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let (offset, intact_records_after, message) = corruption(&path);
+        assert_eq!(offset, starts[7] as u64);
+        assert_eq!(intact_records_after, 12, "records 8..20 are intact");
+        assert!(
+            message.contains(&format!(
+                "corrupt at byte {}: checksum mismatch; 12 intact records after it would be lost",
+                starts[7]
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_length_damaged_to_point_past_the_end_is_corruption_not_a_torn_tail() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let (mut bytes, starts) = log_of(&path, 10, 30);
+        // Record 4 now claims to run past the end of the file, as a torn append would.
+        bytes[starts[4] + 2] = 0x10;
+        fs::write(&path, &bytes).unwrap();
+        let (offset, intact_records_after, message) = corruption(&path);
+        assert_eq!(offset, starts[4] as u64);
+        assert_eq!(intact_records_after, 5, "{message}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "nothing is truncated: the damage stays for an operator"
+        );
     }
 
     #[test]
