@@ -201,6 +201,9 @@ struct Connection {
     activity: Mutex<Activity>,
     /// Told when the accept loop closes this connection to make room.
     evict: Notify,
+    /// Told when the deadline moved earlier (a first byte, the end of a request), so that
+    /// the connection's task re-arms its timer.
+    deadline_moved: Notify,
 }
 
 impl Connection {
@@ -216,6 +219,7 @@ impl Connection {
                 last_byte: now,
             }),
             evict: Notify::new(),
+            deadline_moved: Notify::new(),
         }
     }
 
@@ -235,6 +239,7 @@ impl Connection {
         } = &mut activity.phase
         {
             *head_started = Some(now);
+            self.deadline_moved.notify_one();
         }
     }
 
@@ -258,10 +263,13 @@ impl Connection {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,
             },
-            _ => Phase::Idle {
-                since: Instant::now(),
-                head_started: None,
-            },
+            _ => {
+                self.deadline_moved.notify_one();
+                Phase::Idle {
+                    since: Instant::now(),
+                    head_started: None,
+                }
+            }
         };
     }
 
@@ -471,6 +479,7 @@ async fn serve_connection(
                 served.as_mut().graceful_shutdown();
             }
             _ = connection.evict.notified() => break Some(Closing::MakeRoom),
+            _ = connection.deadline_moved.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 // Activity may have moved the deadline while we slept.
                 let (deadline, reason) = connection.deadline(&limits);
