@@ -11,8 +11,11 @@
 //!   either way for the stall timeout (a stalled upload would otherwise live forever).
 //! - **Connection limit** (CLIENT_MAX_CONNECTIONS, capped by RLIMIT_NOFILE): at the limit a
 //!   new connection closes the connection idle the longest; if none is idle it is answered
-//!   503 and closed. Accept errors (out of descriptors, aborted handshakes) never stop the
-//!   loop: it warns at most once a second and pauses 5 to 100 ms.
+//!   503 and closed. A closed connection frees its descriptor only when its task runs, so
+//!   the loop waits while [`MAX_CLOSING`] of them are still closing. Accept errors (out of
+//!   descriptors, aborted handshakes) never stop the loop: it warns at most once a second;
+//!   out of descriptors it closes the connection idle the longest and waits for it to close,
+//!   and with nothing to close (or on other errors) it pauses 5 to 100 ms.
 //!
 //! hyper 1.12's own `header_read_timeout` starts when hyper begins waiting for a head, also
 //! between keep-alive requests (its `notify_read` after each message), so it cannot tell a
@@ -47,6 +50,12 @@ use tokio::time::Instant;
 /// listener, the links to every proposer and learner, the subscription store, the runtime,
 /// standard streams, and connections still closing after being told to make room.
 pub const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Connections told to make room that may still hold their descriptor before the accept
+/// loop waits for them: descriptors in use stay within the limit plus this.
+pub const MAX_CLOSING: usize = 32;
+/// The longest wait for closing connections to free their descriptors.
+const CLOSING_WAIT_MAX: Duration = Duration::from_millis(100);
 
 /// The shortest and longest pause after an accept error.
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(5);
@@ -302,6 +311,8 @@ struct Shared {
     counts: Arc<ConnectionCounts>,
     /// The open connections not yet told to close, by id.
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Connections told to make room whose tasks have not ended yet.
+    closing: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -313,6 +324,9 @@ impl Shared {
     }
 
     /// Tells the connection idle the longest to close; false if no connection is idle.
+    /// A just-accepted connection whose head is not parsed yet counts as idle (the newest):
+    /// during a flood the older flood connections go first, and when every other
+    /// connection is busy one newcomer or the other loses either way.
     fn make_room(&self) -> bool {
         let mut connections = self.connections();
         let longest_idle = connections
@@ -323,9 +337,19 @@ impl Shared {
             return false;
         };
         if let Some(connection) = connections.remove(&id) {
+            self.closing.fetch_add(1, Ordering::Relaxed);
             connection.evict.notify_one();
         }
         true
+    }
+
+    /// Waits (at most [`CLOSING_WAIT_MAX`]) until at most `bound` connections told to make
+    /// room still hold their descriptors.
+    async fn wait_for_closing(&self, bound: usize) {
+        let deadline = Instant::now() + CLOSING_WAIT_MAX;
+        while self.closing.load(Ordering::Relaxed) > bound && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
@@ -347,6 +371,7 @@ pub async fn serve(
         limits,
         counts,
         connections: Mutex::new(HashMap::new()),
+        closing: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
     });
     let (stop_connections, stop) = watch::channel(false);
@@ -356,6 +381,9 @@ pub async fn serve(
     let mut limit_warning = RateLimitedWarning::default();
     tokio::pin!(stopped);
     loop {
+        if shared.closing.load(Ordering::Relaxed) >= MAX_CLOSING {
+            shared.wait_for_closing(MAX_CLOSING / 2).await;
+        }
         let accepted = tokio::select! {
             _ = &mut stopped => break,
             accepted = listener.accept() => accepted,
@@ -367,8 +395,11 @@ pub async fn serve(
             }
             Err(error) => {
                 shared.counts.accept_errors.fetch_add(1, Ordering::Relaxed);
-                let pause = accept_errors.on_error(&error, &shared);
-                tokio::time::sleep(pause).await;
+                match accept_errors.on_error(&error, &shared) {
+                    // The descriptor comes free once the closed connection's task runs.
+                    AfterError::WaitForClosing => shared.wait_for_closing(0).await,
+                    AfterError::Pause(pause) => tokio::time::sleep(pause).await,
+                }
             }
         }
     }
@@ -462,8 +493,7 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout + limits.header_timeout);
-    let served = builder.serve_connection(io, service);
-    tokio::pin!(served);
+    let mut served = Box::pin(builder.serve_connection(io, service));
     let mut stopping = false;
     let closed = loop {
         let (deadline, _) = connection.deadline(&limits);
@@ -492,6 +522,11 @@ async fn serve_connection(
     if let Some(reason) = closed {
         tracing::debug!(?reason, "closing a REST connection");
         shared.counts.count_close(reason);
+    }
+    // Frees the descriptor now rather than when the last Arc of the stream goes.
+    drop(served);
+    if closed == Some(Closing::MakeRoom) {
+        shared.closing.fetch_sub(1, Ordering::Relaxed);
     }
     shared.connections().remove(&connection.id);
     shared.counts.open.fetch_sub(1, Ordering::Relaxed);
@@ -601,6 +636,15 @@ impl AsyncWrite for TrackedStream {
     }
 }
 
+/// What the accept loop does after an accept error.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterError {
+    /// A connection was told to close: wait until it freed its descriptor.
+    WaitForClosing,
+    /// Nothing to close, or not a descriptor problem: pause this long.
+    Pause(Duration),
+}
+
 /// Accept errors: the pause before the next accept, and the rate-limited warning.
 #[derive(Default)]
 struct AcceptErrors {
@@ -609,10 +653,10 @@ struct AcceptErrors {
 }
 
 impl AcceptErrors {
-    /// Warns (at most once a second) and answers how long to pause. Out of descriptors, it
-    /// also closes the connection idle the longest, so that the next accept can succeed;
+    /// Warns (at most once a second) and answers what to do. Out of descriptors, it closes
+    /// the connection idle the longest, so that the next accept can succeed; with none idle
     /// the pause doubles from 5 to 100 ms while that lasts.
-    fn on_error(&mut self, error: &io::Error, shared: &Shared) -> Duration {
+    fn on_error(&mut self, error: &io::Error, shared: &Shared) -> AfterError {
         let exhausted = matches!(
             error.raw_os_error(),
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -632,7 +676,11 @@ impl AcceptErrors {
                 "cannot accept a REST connection"
             );
         }
-        self.pause
+        if made_room {
+            AfterError::WaitForClosing
+        } else {
+            AfterError::Pause(self.pause)
+        }
     }
 }
 
