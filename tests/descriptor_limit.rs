@@ -58,6 +58,50 @@ fn start_client(port: u16, data_dir: &std::path::Path) -> Node {
     Node(command.spawn().expect("the paxos binary starts"))
 }
 
+/// Lowers the running process `pid`'s soft descriptor limit to `soft`, below what its
+/// connection limit was computed from, so that accepts fail with EMFILE.
+fn lower_soft_limit(pid: u32, soft: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: DESCRIPTOR_LIMIT,
+    };
+    // SAFETY: prlimit reads one rlimit we own and writes none (old limit pointer null).
+    let result = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(result, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+async fn wait_until_answering(base: &str) {
+    for _ in 0..200 {
+        if health(base).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the client API did not answer within 10 s");
+}
+
+/// Opens `count` connections at once, in batches of 100.
+async fn connect_many(port: u16, count: usize) -> Vec<tokio::net::TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count.div_ceil(100) {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..100.min(count - streams.len()) {
+            batch.spawn(tokio::net::TcpStream::connect(("127.0.0.1", port)));
+        }
+        while let Some(stream) = batch.join_next().await {
+            streams.push(stream.unwrap().expect("the kernel accepts the connection"));
+        }
+    }
+    streams
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -84,29 +128,12 @@ async fn a_flood_of_idle_connections_beyond_the_descriptor_limit_does_not_stop_n
     let port = free_port();
     let mut node = start_client(port, data.path());
     let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..200 {
-        if health(&base).await.is_some() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the client API did not answer within 10 s");
+    wait_until_answering(&base).await;
     let counts = http_counts(&base).await;
     let max_connections = counts["max_connections"].as_u64().unwrap();
     assert!(max_connections < DESCRIPTOR_LIMIT, "{counts}");
 
-    let mut flood = Vec::with_capacity(FLOOD);
-    for _ in 0..FLOOD / 100 {
-        let mut batch = tokio::task::JoinSet::new();
-        for _ in 0..100 {
-            batch.spawn(tokio::net::TcpStream::connect(("127.0.0.1", port)));
-        }
-        while let Some(stream) = batch.join_next().await {
-            flood.push(stream.unwrap().expect("the kernel accepts the connection"));
-        }
-    }
+    let flood = connect_many(port, FLOOD).await;
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let took = health(&base)
@@ -132,4 +159,67 @@ async fn a_flood_of_idle_connections_beyond_the_descriptor_limit_does_not_stop_n
     let took = health(&base).await.expect("answered after the flood");
     println!("after the flood: GET /health in {took:?}");
     assert!(node.0.try_wait().unwrap().is_none(), "the client API died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_accept_loop_makes_room_backs_off_and_recovers() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let node = start_client(port, data.path());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_answering(&base).await;
+    // The connection limit (128) now exceeds what the descriptors allow: accepts fail.
+    lower_soft_limit(node.0.id(), 64);
+
+    // Idle connections: each EMFILE closes the one idle the longest, so requests go on.
+    let flood = connect_many(port, 300).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let took = health(&base)
+            .await
+            .expect("answered while out of descriptors");
+        slowest = slowest.max(took);
+    }
+    let counts = http_counts(&base).await;
+    println!(
+        "300 idle connections, soft limit 64: 10 GET /health answered in {:?}, slowest {slowest:?}; {counts}",
+        started.elapsed()
+    );
+    assert!(counts["accept_errors"].as_u64().unwrap() > 0, "{counts}");
+    assert!(slowest < Duration::from_secs(1), "slowest {slowest:?}");
+    drop(flood);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = http_counts(&base).await["accept_errors"].as_u64().unwrap();
+
+    // Uploads in progress on every descriptor: nothing to close, so accepts keep failing;
+    // the loop must pause (up to 100 ms) rather than spin.
+    let mut uploads = connect_many(port, 100).await;
+    for upload in &mut uploads {
+        let head = b"POST /write HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n{";
+        let _ = upload.write_all(head).await;
+    }
+    let held = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = held.elapsed();
+    drop(uploads);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    wait_until_answering(&base).await;
+    let recovered = started.elapsed();
+    let counts = http_counts(&base).await;
+    let errors = counts["accept_errors"].as_u64().unwrap() - before;
+    println!(
+        "100 uploads held {held:?}: {errors} accept errors meanwhile; answering again after {recovered:?}; {counts}"
+    );
+    assert!(
+        errors <= 100,
+        "{errors} accept errors in {held:?}: the loop spins"
+    );
+    assert!(
+        recovered < Duration::from_secs(2),
+        "recovered after {recovered:?}"
+    );
+    drop(node);
 }

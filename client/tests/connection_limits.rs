@@ -410,6 +410,8 @@ async fn at_the_connection_limit_the_longest_idle_connection_makes_room_or_the_n
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The last probe's connection closes too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // Uploads in progress on every connection leave nothing idle: the next one gets 503.
     let mut busy = Vec::new();
     for _ in 0..LIMIT {
