@@ -525,10 +525,12 @@ async fn serve_connection(
     }
     // Frees the descriptor now rather than when the last Arc of the stream goes.
     drop(served);
-    if closed == Some(Closing::MakeRoom) {
+    // Only make_room removes another task's connection, under the same lock: missing here
+    // means it was counted as closing, even if it ended by itself at the same moment.
+    let told_to_make_room = shared.connections().remove(&connection.id).is_none();
+    if told_to_make_room {
         shared.closing.fetch_sub(1, Ordering::Relaxed);
     }
-    shared.connections().remove(&connection.id);
     shared.counts.open.fetch_sub(1, Ordering::Relaxed);
 }
 
