@@ -6,6 +6,7 @@
 //! 503 when the cluster did not answer within REQUEST_TIMEOUT.
 
 use crate::cluster::{Cluster, ClusterStatus, Consistency, NodeReport, Unavailable};
+use crate::connections::ConnectionCounts;
 use crate::events;
 use crate::subscriptions::Subscriptions;
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use common::message::{PeerStatus, ProposerState, RoleStatus};
 use common::node::Role;
 use common::value::{Command, RequestId};
@@ -483,8 +484,17 @@ async fn read(
     .into_response())
 }
 
-async fn status(State(state): State<AppState>) -> Json<JsonValue> {
-    Json(status_json(&state.cluster.status().await))
+/// The cluster's status, and the counts of this client API's connections when it is served
+/// by [`crate::connections::serve`] (which puts them in every request).
+async fn status(
+    State(state): State<AppState>,
+    counts: Option<Extension<Arc<ConnectionCounts>>>,
+) -> Json<JsonValue> {
+    let mut document = status_json(&state.cluster.status().await);
+    if let Some(Extension(counts)) = counts {
+        document["http"] = counts.to_json();
+    }
+    Json(document)
 }
 
 /// The /status document.

@@ -36,6 +36,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod connections;
 pub mod events;
 pub mod feed;
 mod mailbox;

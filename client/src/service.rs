@@ -3,6 +3,7 @@
 
 use crate::api;
 use crate::cluster::Cluster;
+use crate::connections::{self, ConnectionCounts, HttpLimits};
 use crate::subscriptions::Subscriptions;
 use anyhow::Context;
 use common::config::ClientConfig;
@@ -73,22 +74,26 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
     let subscriptions = Arc::new(subscriptions);
     let router =
         api::router_with_subscriptions(cluster, node.to_string(), Arc::clone(&subscriptions));
+    let limits = HttpLimits::from_config(&config);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                // Resolves on a stop signal and when the handle is dropped.
-                let _ = stopped.await;
-                // Event streams never end by themselves; the server waits for them.
-                subscriptions.close_streams();
-            })
-            .await
+        let stopped = async move {
+            // Resolves on a stop signal and when the handle is dropped.
+            let _ = stopped.await;
+            // Event streams never end by themselves; the server waits for them.
+            subscriptions.close_streams();
+        };
+        let counts = Arc::new(ConnectionCounts::default());
+        connections::serve(listener, router, limits, counts, stopped).await
     });
     tracing::info!(
         %node,
         %address,
         proposers = ?config.proposer_hosts,
         learners = ?config.learner_hosts,
+        header_timeout_milliseconds = limits.header_timeout.as_millis() as u64,
+        idle_timeout_milliseconds = limits.idle_timeout.as_millis() as u64,
+        max_connections = limits.max_connections,
         "client API listening"
     );
     Ok(ClientHandle {

@@ -194,6 +194,9 @@ async fn reads_and_writes_are_a_503_when_no_node_is_reachable() {
         data_dir: None,
         subscription_buffer_events: 1024,
         subscription_buffer_bytes: 1 << 20,
+        header_timeout_milliseconds: 10_000,
+        idle_timeout_milliseconds: 60_000,
+        max_connections: 10_000,
     };
     let handle = client::start(config).await.unwrap();
     let base = format!("http://{}", handle.address());

@@ -391,6 +391,16 @@ pub struct ClientConfig {
     pub subscription_buffer_events: usize,
     /// SUBSCRIPTION_BUFFER_BYTES (default 8 MiB): the same bound in bytes of event data.
     pub subscription_buffer_bytes: usize,
+    /// CLIENT_HEADER_TIMEOUT in milliseconds (default 10000): a request head must arrive
+    /// whole within this time of its first byte, or the connection is closed (slowloris).
+    pub header_timeout_milliseconds: u64,
+    /// CLIENT_IDLE_TIMEOUT in milliseconds (default 60000): a connection with no request in
+    /// progress and no byte of a next one is closed after this time.
+    pub idle_timeout_milliseconds: u64,
+    /// CLIENT_MAX_CONNECTIONS (default 10000): open REST connections at most, further capped
+    /// by the process's file-descriptor limit. At the limit a new connection closes the one
+    /// idle the longest, or is refused with 503 when none is idle.
+    pub max_connections: usize,
     /// TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, or PAXOS_INSECURE=true: how this node's
     /// connections to the others are secured.
     pub security: Security,
@@ -418,6 +428,17 @@ impl ClientConfig {
                 "SUBSCRIPTION_BUFFER_BYTES",
                 8 * 1024 * 1024,
             )? as usize,
+            header_timeout_milliseconds: positive_milliseconds(
+                lookup,
+                "CLIENT_HEADER_TIMEOUT",
+                10_000,
+            )?,
+            idle_timeout_milliseconds: positive_milliseconds(
+                lookup,
+                "CLIENT_IDLE_TIMEOUT",
+                60_000,
+            )?,
+            max_connections: at_least_one(lookup, "CLIENT_MAX_CONNECTIONS", 10_000)? as usize,
             security: Security::from_lookup(lookup)?,
         })
     }
@@ -520,6 +541,40 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(zero.variable, "SUBSCRIPTION_BUFFER_EVENTS");
+    }
+
+    #[test]
+    fn http_timeouts_and_the_connection_limit_have_defaults_and_refuse_zero() {
+        let hosts = [("PROPOSER_HOSTS", "p:1"), ("LEARNER_HOSTS", "l:1")];
+        let defaults = ClientConfig::from_lookup(&lookup(&hosts)).unwrap();
+        assert_eq!(defaults.header_timeout_milliseconds, 10_000);
+        assert_eq!(defaults.idle_timeout_milliseconds, 60_000);
+        assert_eq!(defaults.max_connections, 10_000);
+        let set = ClientConfig::from_lookup(&lookup(&[
+            hosts[0],
+            hosts[1],
+            ("CLIENT_HEADER_TIMEOUT", "250"),
+            ("CLIENT_IDLE_TIMEOUT", "750"),
+            ("CLIENT_MAX_CONNECTIONS", "64"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                set.header_timeout_milliseconds,
+                set.idle_timeout_milliseconds,
+                set.max_connections
+            ),
+            (250, 750, 64)
+        );
+        for variable in [
+            "CLIENT_HEADER_TIMEOUT",
+            "CLIENT_IDLE_TIMEOUT",
+            "CLIENT_MAX_CONNECTIONS",
+        ] {
+            let zero = ClientConfig::from_lookup(&lookup(&[hosts[0], hosts[1], (variable, "0")]))
+                .unwrap_err();
+            assert_eq!(zero.variable, variable);
+        }
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub fn config(
         data_dir: None,
         subscription_buffer_events: 1024,
         subscription_buffer_bytes: 1 << 20,
+        header_timeout_milliseconds: 10_000,
+        idle_timeout_milliseconds: 60_000,
+        max_connections: 10_000,
     }
 }
 
