@@ -41,6 +41,8 @@ fn start_client(port: u16, data_dir: &std::path::Path) -> Node {
         .env("REQUEST_TIMEOUT", "500")
         .env("DATA_DIR", data_dir)
         .env("LOG_LEVEL", "warn")
+        // No cluster behind it: only the HTTP side is under test.
+        .env("PAXOS_INSECURE", "true")
         .stdin(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
     unsafe {

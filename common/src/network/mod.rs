@@ -744,7 +744,9 @@ impl Network {
         let (mut remote, mut reader, outbox, _writer) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(error)) => {
-                if error.kind() != io::ErrorKind::UnexpectedEof || !self.is_insecure() {
+                // A connection closed before a word (a port probe, a peer stopping) is no
+                // refusal.
+                if error.kind() != io::ErrorKind::UnexpectedEof {
                     self.refuse_connection(address, &error.to_string());
                 }
                 return Err(error);
@@ -903,13 +905,30 @@ mod tests {
         Network,
         mpsc::UnboundedReceiver<Inbound>,
     ) {
+        connected_pair_over(
+            (listening, Transport::Plaintext),
+            (dialling, Transport::Plaintext),
+        )
+        .await
+    }
+
+    /// [`connected_pair`], each node with its own transport.
+    async fn connected_pair_over(
+        (listening, listening_transport): (NodeId, Transport),
+        (dialling, dialling_transport): (NodeId, Transport),
+    ) -> (
+        Network,
+        mpsc::UnboundedReceiver<Inbound>,
+        Network,
+        mpsc::UnboundedReceiver<Inbound>,
+    ) {
         let (sender_a, receiver_a) = mpsc::unbounded_channel();
         let (sender_b, receiver_b) = mpsc::unbounded_channel();
         let (network_a, bound) = Network::start(
             listening,
             Some("127.0.0.1:0".parse().unwrap()),
             &[],
-            Transport::Plaintext,
+            listening_transport,
             Arc::new(move |event| {
                 let _ = sender_a.send(event);
             }),
@@ -920,7 +939,7 @@ mod tests {
             dialling,
             None,
             &[bound.unwrap().to_string()],
-            Transport::Plaintext,
+            dialling_transport,
             Arc::new(move |event| {
                 let _ = sender_b.send(event);
             }),
@@ -928,6 +947,99 @@ mod tests {
         .await
         .unwrap();
         (network_a, receiver_a, network_b, receiver_b)
+    }
+
+    /// A TLS transport presenting a certificate of `authority` for `node`.
+    fn tls_of(authority: &crate::certificates::CertificateAuthority, node: NodeId) -> Transport {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let issued = authority.issue(node, &[]).unwrap();
+        let ca = CertificateDer::from_pem_slice(authority.certificate_pem().as_bytes()).unwrap();
+        let chain = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+        Transport::Tls(Arc::new(NodeTls::new(vec![ca], vec![chain], key).unwrap()))
+    }
+
+    /// The first event within `limit`, if any.
+    async fn next_event(
+        receiver: &mut mpsc::UnboundedReceiver<Inbound>,
+        limit: Duration,
+    ) -> Option<Inbound> {
+        tokio::time::timeout(limit, receiver.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn over_mutual_tls_a_peer_is_the_node_its_certificate_names_whatever_its_hello_says() {
+        let (authority, _) = crate::certificates::CertificateAuthority::generate("test").unwrap();
+        // The dialler says Hello as acceptor 1 but holds the certificate of client 1.
+        let (network_a, mut receiver_a, network_b, mut receiver_b) = connected_pair_over(
+            (NodeId::learner(1), tls_of(&authority, NodeId::learner(1))),
+            (NodeId::acceptor(1), tls_of(&authority, NodeId::client(1))),
+        )
+        .await;
+        match next_event(&mut receiver_a, Duration::from_secs(10)).await {
+            Some(Inbound::Connected(node)) => assert_eq!(node, NodeId::client(1)),
+            other => panic!("expected the client to connect, got {other:?}"),
+        }
+        match next_event(&mut receiver_b, Duration::from_secs(10)).await {
+            Some(Inbound::Connected(node)) => assert_eq!(node, NodeId::learner(1)),
+            other => panic!("expected the learner to connect, got {other:?}"),
+        }
+        let read = Message::Read {
+            read_id: 7,
+            key: "k".into(),
+            min_slot: 0,
+        };
+        assert!(network_b.send(NodeId::learner(1), read.clone()));
+        match next_event(&mut receiver_a, Duration::from_secs(10)).await {
+            Some(Inbound::Message(from, message)) => {
+                assert_eq!(from, NodeId::client(1));
+                assert_eq!(message, read);
+            }
+            other => panic!("expected the read, got {other:?}"),
+        }
+        // What an acceptor may send, a client may not: dropped and counted, never handled.
+        let votes = Message::AcceptedValues { entries: vec![] };
+        assert!(network_b.send(NodeId::learner(1), votes));
+        assert!(network_b.send(NodeId::learner(1), read.clone()));
+        match next_event(&mut receiver_a, Duration::from_secs(10)).await {
+            Some(Inbound::Message(_, message)) => assert_eq!(message, read),
+            other => panic!("expected only the read, got {other:?}"),
+        }
+        assert_eq!(network_a.refused_messages(), 1);
+        assert!(
+            network_a.alarms()[0].contains("refused AcceptedValues from client1"),
+            "{:?}",
+            network_a.alarms()
+        );
+        assert!(!network_a.is_insecure() && network_a.alarms().len() == 1);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_of_another_ca_or_plaintext_never_gets_a_tls_node_connected() {
+        let (authority, _) = crate::certificates::CertificateAuthority::generate("ours").unwrap();
+        let (stranger, _) = crate::certificates::CertificateAuthority::generate("theirs").unwrap();
+        let (network_a, mut receiver_a, _network_b, _) = connected_pair_over(
+            (NodeId::acceptor(1), tls_of(&authority, NodeId::acceptor(1))),
+            (NodeId::proposer(1), tls_of(&stranger, NodeId::proposer(1))),
+        )
+        .await;
+        let (_network_c, _, _network_d, mut receiver_d) = connected_pair_over(
+            (NodeId::acceptor(2), tls_of(&authority, NodeId::acceptor(2))),
+            (NodeId::proposer(2), Transport::Plaintext),
+        )
+        .await;
+        assert!(next_event(&mut receiver_a, Duration::from_secs(2))
+            .await
+            .is_none());
+        assert!(next_event(&mut receiver_d, Duration::from_secs(1))
+            .await
+            .is_none());
+        assert!(network_a.refused_connections() > 0);
+        assert!(network_a.connected_nodes(Role::Proposer).is_empty());
     }
 
     #[test]
@@ -1103,8 +1215,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_larger_than_the_socket_arrives_complete_and_in_order_from_any_thread() {
-        let (network_a, mut receiver_a, network_b, mut receiver_b) =
-            connected_pair(NodeId::learner(1), NodeId::client(1)).await;
+        burst_arrives_complete_and_in_order(Transport::Plaintext, Transport::Plaintext).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_larger_than_the_socket_arrives_complete_and_in_order_over_tls() {
+        let (authority, _) = crate::certificates::CertificateAuthority::generate("test").unwrap();
+        burst_arrives_complete_and_in_order(
+            tls_of(&authority, NodeId::learner(1)),
+            tls_of(&authority, NodeId::client(1)),
+        )
+        .await;
+    }
+
+    async fn burst_arrives_complete_and_in_order(listening: Transport, dialling: Transport) {
+        let (network_a, mut receiver_a, network_b, mut receiver_b) = connected_pair_over(
+            (NodeId::learner(1), listening),
+            (NodeId::client(1), dialling),
+        )
+        .await;
         assert!(matches!(
             receiver_b.recv().await.unwrap(),
             Inbound::Connected(_)

@@ -75,12 +75,6 @@ impl FrameReader {
         self.buffer.len() - self.start
     }
 
-    /// The buffer's capacity: what this connection holds for reading.
-    #[cfg(test)]
-    pub(super) fn buffer_capacity(&self) -> usize {
-        self.buffer.capacity()
-    }
-
     /// Whether reading left TLS records to send (then the caller flushes the outbox).
     pub(super) fn take_tls_output_waiting(&mut self) -> bool {
         std::mem::take(&mut self.tls_output_waiting)
@@ -175,6 +169,7 @@ impl FrameReader {
             }
             let mut session = tls.lock().unwrap();
             let mut received = &self.ciphertext[..read];
+            let mut decrypted = 0;
             while !received.is_empty() {
                 if session.read_tls(&mut received)? == 0 {
                     break;
@@ -184,14 +179,23 @@ impl FrameReader {
                     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
                 self.peer_closed |= state.peer_has_closed();
                 // The session holds little plaintext: take it before feeding more.
-                drain_session(&mut session, &mut self.buffer)?;
+                decrypted += drain_session(&mut session, &mut self.buffer)?;
             }
             self.tls_output_waiting |= session.wants_write();
+            if decrypted > 0 {
+                return Ok(());
+            }
         }
     }
 
+    /// Takes the plaintext the session holds, after processing what it buffered without
+    /// processing (records read along with the end of the handshake).
     fn drain_plaintext(&mut self, tls: &TlsSession) -> io::Result<usize> {
         let mut session = tls.lock().unwrap();
+        let state = session
+            .process_new_packets()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        self.peer_closed |= state.peer_has_closed();
         drain_session(&mut session, &mut self.buffer)
     }
 }
