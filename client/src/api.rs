@@ -528,7 +528,31 @@ pub fn status_json(status: &ClusterStatus) -> JsonValue {
         .collect();
     let healthy_acceptors = acceptors.iter().filter(|node| is_healthy(node)).count();
     let majority = acceptors.len() / 2 + 1;
+    let insecure_nodes: Vec<String> = status
+        .nodes
+        .iter()
+        .filter(|node| {
+            node.status.as_ref().is_some_and(|status| {
+                status
+                    .alarms
+                    .iter()
+                    .any(|alarm| alarm.starts_with("insecure:"))
+            })
+        })
+        .map(node_name)
+        .collect();
     json!({
+        // Mutual TLS between nodes, or the insecure mode's warning (docs/SECURITY.md).
+        "node_plane": if status.insecure || !insecure_nodes.is_empty() {
+            json!({
+                "security": "insecure",
+                "warning": "nodes talk in plaintext and trust every peer's Hello (PAXOS_INSECURE=true)",
+                "insecure_nodes": insecure_nodes,
+            })
+        } else {
+            json!({ "security": "mutual TLS" })
+        },
+        "alarms": status.alarms,
         "leader": leader,
         "nodes": status.nodes.iter().map(node_json).collect::<Vec<_>>(),
         "learners": learners,
@@ -556,13 +580,17 @@ fn is_healthy(node: &NodeReport) -> bool {
     }
 }
 
+fn node_name(node: &NodeReport) -> String {
+    match node.id {
+        Some(id) => format!("{}{id}", node.role.name()),
+        None => format!("{}@{}", node.role.name(), node.address),
+    }
+}
+
 /// One node's entry in the `/status` document (also the body of a node's own admin
 /// `/status`).
 pub fn node_json(node: &NodeReport) -> JsonValue {
-    let name = match node.id {
-        Some(id) => format!("{}{id}", node.role.name()),
-        None => format!("{}@{}", node.role.name(), node.address),
-    };
+    let name = node_name(node);
     let mut entry = json!({
         "name": name,
         "role": node.role.name(),
@@ -585,7 +613,7 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
             "accepted_slot_count": accepted_slot_count,
             "storage": match storage_fault {
                 None => "ok".to_string(),
-                Some(reason) => format!("corrupt: {reason}"),
+                Some(reason) => format!("refusing to vote: {reason}"),
             },
         }),
         RoleStatus::Proposer {
@@ -615,6 +643,7 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
             "peers".to_string(),
             status.peers.iter().map(peer_json).collect(),
         );
+        entry.insert("alarms".to_string(), json!(status.alarms));
     }
     entry
 }

@@ -107,6 +107,10 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeReport>,
     /// The proposer that reports itself leader (the highest ballot if several do).
     pub leader: Option<NodeReport>,
+    /// Whether this client API's own node-plane network runs in plaintext.
+    pub insecure: bool,
+    /// This client API's own network alarms (refusals, insecure mode).
+    pub alarms: Vec<String>,
 }
 
 /// The client API's view of the cluster: its network, the leader it believes in, and the
@@ -531,7 +535,12 @@ impl Cluster {
         if let Some(leader) = &leader {
             self.believe_leader(leader.id);
         }
-        ClusterStatus { nodes, leader }
+        ClusterStatus {
+            nodes,
+            leader,
+            insecure: self.network.is_insecure(),
+            alarms: self.network.alarms(),
+        }
     }
 
     /// Sends a StatusRequest to each of `nodes` and collects the replies until `deadline`.

@@ -583,7 +583,7 @@ async fn status_shows_an_acceptor_with_a_corrupt_log_as_refusing_to_vote() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        acceptor_entry["storage"], "corrupt: log /data/acceptor.wal is corrupt at byte 16",
+        acceptor_entry["storage"], "refusing to vote: log /data/acceptor.wal is corrupt at byte 16",
         "{acceptor_entry}"
     );
     assert_eq!(

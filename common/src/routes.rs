@@ -5,7 +5,8 @@
 //! cannot forge an acceptor's vote, nor anyone but a learner a `Decided`. A message whose
 //! (kind, sender role, receiver role) is not in [`ROUTES`] is dropped, counted and logged
 //! by the network (once per peer and kind), never handled. The health probe of a node's
-//! own admin listener ([`NodeId::HEALTH_PROBE`]) may only ask for status.
+//! own admin listener ([`NodeId::HEALTH_PROBE`]) may only ask for status. Status itself may
+//! pass between any two nodes: it is metadata, never a value.
 
 use crate::message::Message;
 use crate::node::{NodeId, Role};
@@ -132,13 +133,8 @@ pub const ROUTES: &[(MessageKind, Role, Role)] = &[
     (K::ReadApplied, C, L),
     (K::Applied, L, C),
     (K::SubscriptionTooOld, L, C),
-    // Status: the client API asks every node.
-    (K::StatusRequest, C, A),
-    (K::StatusRequest, C, P),
-    (K::StatusRequest, C, L),
-    (K::StatusReply, A, C),
-    (K::StatusReply, P, C),
-    (K::StatusReply, L, C),
+    // Status (StatusRequest / StatusReply) is not listed: any node may ask any other, as it
+    // carries only metadata (ballots, slot numbers, counts, links, alarms), never a value.
 ];
 
 /// Whether `sender` may send a message of `kind` to a node of role `receiver`. `Hello`
@@ -146,6 +142,9 @@ pub const ROUTES: &[(MessageKind, Role, Role)] = &[
 pub fn permitted(kind: MessageKind, sender: NodeId, receiver: Role) -> bool {
     if sender == NodeId::HEALTH_PROBE {
         return kind == MessageKind::StatusRequest;
+    }
+    if matches!(kind, MessageKind::StatusRequest | MessageKind::StatusReply) {
+        return true;
     }
     ROUTES
         .iter()

@@ -181,6 +181,16 @@ function renderStatus(status) {
   const highest = Math.max(...applied);
   const appliedText = !applied.length ? "—" : lowest === highest ? `slot ${highest}` : `slots ${lowest}–${highest}`;
   setPill("summary-applied", "applied", appliedText, !applied.length);
+  const plane = status.node_plane || {};
+  const alarms = (status.alarms || []).concat(...nodes.map((node) => node.alarms || []));
+  const insecure = plane.security === "insecure";
+  setPill(
+    "summary-security",
+    "nodes",
+    (insecure ? "plaintext" : "mutual TLS") + (alarms.length ? ` · ${alarms.length} alarms` : ""),
+    insecure || alarms.length > 0
+  );
+  $("summary-security").title = alarms.length ? alarms.join("\n") : plane.warning || "nodes prove who they are with certificates";
   const down = nodes.filter((node) => !node.healthy).length;
   $("cluster-caption").textContent = `${nodes.length} nodes${down ? ` · ${down} down` : " · all up"}`;
 }
