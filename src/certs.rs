@@ -13,15 +13,8 @@ pub struct CertsOptions {
     /// ca.key) is used, and nodes that have a certificate keep it unless --reissue.
     #[arg(long, default_value = "paxos-certs")]
     out: PathBuf,
-    /// Number of acceptors.
-    #[arg(long, default_value_t = 3)]
-    acceptors: u32,
-    /// Number of proposers.
-    #[arg(long, default_value_t = 2)]
-    proposers: u32,
-    /// Number of learners.
-    #[arg(long, default_value_t = 2)]
-    learners: u32,
+    #[command(flatten)]
+    counts: paxos::cluster::RoleCounts,
     /// Number of client APIs.
     #[arg(long, default_value_t = 1)]
     clients: u32,
@@ -40,9 +33,9 @@ pub struct CertsOptions {
 /// Writes the certificates and says what it did.
 pub fn run(options: CertsOptions) -> ExitCode {
     let nodes = certificates::topology(
-        options.acceptors,
-        options.proposers,
-        options.learners,
+        options.counts.acceptors,
+        options.counts.proposers,
+        options.counts.learners,
         options.clients,
     );
     let names = |node: NodeId| certificates::node_names(node, &options.domains, &options.names);

@@ -8,6 +8,20 @@ use common::tls;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// How many nodes of each replicated role: the options `paxos up` and `paxos certs` share.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct RoleCounts {
+    /// Number of acceptors.
+    #[arg(long, default_value_t = 3)]
+    pub acceptors: u32,
+    /// Number of proposers.
+    #[arg(long, default_value_t = 2)]
+    pub proposers: u32,
+    /// Number of learners.
+    #[arg(long, default_value_t = 2)]
+    pub learners: u32,
+}
+
 /// The shape of the cluster.
 #[derive(Clone, Debug)]
 pub struct Layout {

@@ -20,15 +20,8 @@ pub struct UpOptions {
     /// Acceptors listen on BASE+1.., proposers on BASE+101.., learners on BASE+201...
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
-    /// Number of acceptors.
-    #[arg(long, default_value_t = 3)]
-    acceptors: u32,
-    /// Number of proposers.
-    #[arg(long, default_value_t = 2)]
-    proposers: u32,
-    /// Number of learners.
-    #[arg(long, default_value_t = 2)]
-    learners: u32,
+    #[command(flatten)]
+    counts: paxos::cluster::RoleCounts,
     /// HEARTBEAT_INTERVAL of the proposers, in milliseconds.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval: u64,
@@ -47,14 +40,17 @@ struct Running {
 
 /// Starts the cluster and waits for Ctrl-C or SIGTERM.
 pub fn run(options: UpOptions) -> ExitCode {
-    if options.acceptors == 0 || options.proposers == 0 || options.learners == 0 {
+    if options.counts.acceptors == 0
+        || options.counts.proposers == 0
+        || options.counts.learners == 0
+    {
         eprintln!("paxos up: --acceptors, --proposers and --learners must each be at least 1");
         return ExitCode::from(2);
     }
     let layout = Layout {
-        acceptors: options.acceptors,
-        proposers: options.proposers,
-        learners: options.learners,
+        acceptors: options.counts.acceptors,
+        proposers: options.counts.proposers,
+        learners: options.counts.learners,
         base_port: options.base_port,
         client_port: options.client_port,
         data_dir: options.data_dir.clone(),

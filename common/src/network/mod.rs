@@ -38,6 +38,7 @@
 mod outbox;
 mod reader;
 
+use crate::alarm::Alarms;
 use crate::message::{Message, PeerStatus};
 use crate::node::{NodeId, Role};
 use crate::routes::{self, MessageKind};
@@ -63,8 +64,6 @@ pub const MAX_INBOUND_CONNECTIONS: usize = 512;
 pub const MAX_HANDSHAKING_CONNECTIONS: usize = 64;
 /// Connections one authenticated node may hold to this node (normally one each way).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
-/// Distinct alarms the network keeps for `/status` (the oldest go first).
-const MAX_ALARMS: usize = 16;
 /// A peer whose kernel acknowledges nothing for this long, neither our data nor keepalive
 /// probes, is gone: the connection is closed and redialled, resolving the peer's name
 /// again. Without it, a peer cut off by a partition, or re-created with a new address,
@@ -237,20 +236,17 @@ struct Refusals {
     connections: u64,
     /// (peer, kind) pairs already logged, so that a flood logs once.
     logged: HashSet<(NodeId, MessageKind)>,
-    /// Distinct alarm texts with how often each happened, oldest first.
-    alarms: Vec<(String, u64)>,
+    /// The refusals as alarms, bounded; their clock counts refusals.
+    alarms: Alarms,
 }
 
 impl Refusals {
-    fn alarm(&mut self, text: String) {
-        if let Some(known) = self.alarms.iter_mut().find(|(known, _)| *known == text) {
-            known.1 += 1;
-            return;
-        }
-        if self.alarms.len() == MAX_ALARMS {
-            self.alarms.remove(0);
-        }
-        self.alarms.push((text, 1));
+    /// Keeps `text` as an alarm; true if it is new (then it deserves a log line).
+    fn alarm(&mut self, text: String) -> bool {
+        let new = !self.alarms.entries().iter().any(|alarm| alarm.text == text);
+        let clock = self.messages + self.connections;
+        self.alarms.raise(clock, text);
+        new
     }
 }
 
@@ -368,10 +364,7 @@ impl Network {
                 tls::INSECURE_VARIABLE
             ));
         }
-        alarms.extend(refusals.alarms.iter().map(|(text, count)| match count {
-            1 => text.clone(),
-            _ => format!("{text} ({count} times)"),
-        }));
+        alarms.extend(refusals.alarms.texts());
         alarms
     }
 
@@ -396,12 +389,11 @@ impl Network {
         refusals.connections += 1;
         let from = from.map_or_else(|| "a peer".to_string(), |address| address.ip().to_string());
         let text = format!("refused a connection from {from}: {problem}");
-        if refusals.alarms.iter().any(|(known, _)| *known == text) {
-            tracing::debug!("{text}");
-        } else {
+        if refusals.alarm(text.clone()) {
             tracing::warn!("{text} (logged once per address and reason)");
+        } else {
+            tracing::debug!("{text}");
         }
-        refusals.alarm(text);
     }
 
     /// Starts keeping a connection to `address` ("host:port"), unless it is already a
