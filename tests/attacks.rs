@@ -74,23 +74,14 @@ fn frame(messages: &[Message]) -> Vec<u8> {
 
 impl Connection {
     async fn plaintext(port: u16) -> Connection {
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
-        .expect("connect within 5 s")
-        .expect("the port accepts connections");
-        Connection::over(Box::new(stream))
+        Connection::over(Box::new(connect_soon(port).await))
     }
 
     /// A TLS connection presenting the certificate of `config`. The handshake completes on
     /// the attacker's side before the node has judged the certificate (TLS 1.3): a refusal
     /// shows as the connection closing.
     async fn tls(port: u16, config: Arc<rustls::ClientConfig>) -> Connection {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("the port accepts connections");
+        let tcp = connect_soon(port).await;
         let connector = tokio_rustls::TlsConnector::from(config);
         let stream =
             tokio::time::timeout(Duration::from_secs(5), connector.connect(dial_name(), tcp))
@@ -172,6 +163,26 @@ impl Connection {
                 None
             }
         }
+    }
+}
+
+/// A TCP connection to `port`, retried for a while in case the node is just starting.
+async fn connect_soon(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => return stream,
+            outcome => assert!(
+                Instant::now() < deadline,
+                "port {port} accepts no connection: {outcome:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -776,6 +787,9 @@ async fn prepares_of_the_highest_rounds_are_refused_and_elections_still_succeed(
                 "written",
             )
             .await;
+        // Nothing of the refused rounds was persisted.
+        let (promised, _) = acceptor_state(&attacker.status_of(cluster, acceptor).await);
+        assert!(promised.round < 1 << 32, "{acceptor} recovered {promised}");
     }
 }
 
