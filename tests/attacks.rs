@@ -491,6 +491,7 @@ async fn a_forged_decided_under_a_client_certificate_is_refused_by_the_table_and
     cluster: &TestCluster,
     attacker: &Attacker,
     ledger: &mut Ledger,
+    admin_port: u16,
 ) {
     ledger.write(cluster, "case2", "real").await;
     let applied = applied_slot_max(cluster).await;
@@ -522,6 +523,26 @@ async fn a_forged_decided_under_a_client_certificate_is_refused_by_the_table_and
     )
     .await;
     eprintln!("case 2: learner1 alarms {alarms:#?}");
+    // The node's own admin listener shows the same alarm.
+    let admin_status: serde_json::Value = cluster
+        .http
+        .get(format!("http://127.0.0.1:{admin_port}/status"))
+        .send()
+        .await
+        .expect("learner1's admin listener answers")
+        .json()
+        .await
+        .expect("a JSON status");
+    let admin_alarms: Vec<String> = admin_status["alarms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no alarms in learner1's admin /status: {admin_status}"))
+        .iter()
+        .map(|alarm| alarm.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        occurrences(&admin_alarms, "refused Decided from client7") >= 1,
+        "{admin_status}"
+    );
     drop(connection);
     ledger.write_several(cluster, "case2-after", 3).await;
     assert_eq!(strong_read(cluster, "case2").await.as_deref(), Some("real"));
@@ -620,7 +641,14 @@ async fn no_plaintext_foreign_or_wrong_role_peer_gets_an_answer(
 #[allow(clippy::await_holding_lock)] // one cluster at a time, held for the whole test
 async fn forged_messages_and_foreign_identities_are_refused_counted_and_change_nothing() {
     let _one = exclusive();
-    let cluster = TestCluster::start().await;
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let cluster =
+        TestCluster::start_configured(3, &[("learner1", "ADMIN_PORT", &admin_port)]).await;
     let attacker = Attacker::of(&cluster);
     let mut ledger = Ledger::default();
     ledger.write_several(&cluster, "before", 5).await;
@@ -630,6 +658,7 @@ async fn forged_messages_and_foreign_identities_are_refused_counted_and_change_n
         &cluster,
         &attacker,
         &mut ledger,
+        admin_port.parse().unwrap(),
     )
     .await;
     votes_are_never_exfiltrated_to_a_client_certificate_or_to_plaintext(&cluster, &attacker).await;
