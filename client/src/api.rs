@@ -643,6 +643,8 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
             "peers".to_string(),
             status.peers.iter().map(peer_json).collect(),
         );
+        // What the node refused from peers (its core's and its network's alarms): the
+        // only place an operator sees an attack or a misconfigured peer.
         entry.insert("alarms".to_string(), json!(status.alarms));
     }
     entry

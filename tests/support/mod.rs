@@ -238,6 +238,26 @@ impl TestCluster {
         }
     }
 
+    /// The process id of running node `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children
+            .lock()
+            .unwrap()
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not running"))
+            .id()
+    }
+
+    /// Whether node `name`'s process ended by itself (crashed or exited) since it was
+    /// started.
+    pub fn has_exited(&self, name: &str) -> bool {
+        let mut children = self.children.lock().unwrap();
+        let child = children
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        !matches!(child.try_wait(), Ok(None))
+    }
+
     pub fn is_running(&self, name: &str) -> bool {
         self.children.lock().unwrap().contains_key(name)
     }

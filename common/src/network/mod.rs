@@ -373,9 +373,9 @@ impl Network {
         let mut refusals = self.refusals.lock().unwrap();
         refusals.messages += 1;
         let text = format!(
-            "refused {kind:?} from {peer}: a {} may not send it to a {}",
-            peer.role.name(),
-            self.me.role.name()
+            "refused {kind:?} from {peer}: {} may not send it to {}",
+            with_article(peer.role),
+            with_article(self.me.role)
         );
         if refusals.logged.len() < 4096 && refusals.logged.insert((peer, kind)) {
             tracing::warn!(%peer, message = ?kind, "{text}; dropped (logged once per peer)");
@@ -736,9 +736,16 @@ impl Network {
         let (mut remote, mut reader, outbox, _writer) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(error)) => {
-                // A connection closed before a word (a port probe, a peer stopping) is no
-                // refusal.
-                if error.kind() != io::ErrorKind::UnexpectedEof {
+                // A connection closed before a word (a port probe, a peer stopping or
+                // restarting) is no refusal.
+                let closed = matches!(
+                    error.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                );
+                if !closed {
                     self.refuse_connection(address, &error.to_string());
                 }
                 return Err(error);
@@ -829,6 +836,14 @@ impl Network {
             }
             _ => Err(result),
         }
+    }
+}
+
+/// "an acceptor", "a proposer", ...
+fn with_article(role: Role) -> String {
+    match role {
+        Role::Acceptor => format!("an {}", role.name()),
+        _ => format!("a {}", role.name()),
     }
 }
 
