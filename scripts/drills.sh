@@ -311,9 +311,10 @@ slot_at_reconnect="$(cluster_status | jq -r '[.nodes[] | select(.role == "accept
 # A stand-in holds acceptor3's old address (Docker usually hands it out next) while
 # acceptor3 reconnects, so that it comes back at a new address, as a re-created container
 # would, and the old address is left unused: connections to it get no answer at all, not
-# even a reset, and only the nodes' 5 s silence timeout closes them.
+# even a reset, and only the nodes' 5 s silence timeout closes them. The stand-in has no
+# certificate: it runs insecure (it talks to nobody) so that it starts and stays up.
 SQUATTER="$(docker run -d --network "$network" -e PROPOSER_HOSTS=127.0.0.1:1 \
-  -e LEARNER_HOSTS=127.0.0.1:1 -e LOG_LEVEL=error "$PAXOS_IMAGE" client)"
+  -e LEARNER_HOSTS=127.0.0.1:1 -e LOG_LEVEL=error -e PAXOS_INSECURE=true "$PAXOS_IMAGE" client)"
 docker network connect --alias acceptor3 "$network" "$acceptor3"
 reconnected=$(now_ms)
 address_after="$(address "$acceptor3")"

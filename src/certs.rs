@@ -42,7 +42,9 @@ pub fn run(options: CertsOptions) -> ExitCode {
     match certificates::write_directory(&options.out, &nodes, &names, options.reissue) {
         Ok(written) => {
             let directory = options.out.display();
-            if written.created_ca {
+            if written.without_ca_key {
+                println!("no CA key in {directory} (kept elsewhere): every node has its certificate, nothing to issue");
+            } else if written.created_ca {
                 println!("created a CA: {directory}/{CA_CERT_FILE} (its key {directory}/{CA_KEY_FILE} signs node certificates: keep it off the nodes)");
             } else {
                 println!("used the CA in {directory}/{CA_CERT_FILE}");

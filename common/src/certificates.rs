@@ -172,12 +172,20 @@ pub struct Written {
     pub issued: Vec<NodeId>,
     /// The nodes whose certificate existed already and was kept.
     pub kept: Vec<NodeId>,
+    /// Whether the directory holds the CA's certificate but not its key (taken off the
+    /// machine on purpose, docs/SECURITY.md): nothing could be issued, and nothing was due.
+    pub without_ca_key: bool,
 }
 
 /// Writes into `directory` a CA (unless `ca.pem` and `ca.key` exist there, which are then
 /// used) and a certificate for each of `nodes` that has none yet (all of them when
 /// `reissue`). `names_of` gives the extra names of each node. Keys are written with mode
 /// 0600.
+///
+/// A directory with `ca.pem` but no `ca.key` is one whose CA key was moved off the machine:
+/// it succeeds, writing nothing, if every node has its certificate (and not `reissue`), and
+/// fails otherwise. It never makes a new CA over an existing `ca.pem`: that would replace
+/// the trust of every node, which still trusts the old one, and split the cluster.
 pub fn write_directory(
     directory: &Path,
     nodes: &[NodeId],
@@ -189,6 +197,29 @@ pub fn write_directory(
     let ca_cert = directory.join(CA_CERT_FILE);
     let ca_key = directory.join(CA_KEY_FILE);
     let mut written = Written::default();
+    let has_certificate = |node: NodeId| {
+        let (cert_file, key_file) = node_files(directory, node);
+        cert_file.exists() && key_file.exists()
+    };
+    if ca_cert.exists() && !ca_key.exists() {
+        let due: Vec<String> = nodes
+            .iter()
+            .filter(|&&node| reissue || !has_certificate(node))
+            .map(ToString::to_string)
+            .collect();
+        if !due.is_empty() {
+            anyhow::bail!(
+                "{} holds {CA_CERT_FILE} but not its key {CA_KEY_FILE}, which issuing \
+                 certificates for {} needs: put the CA key back for this run (or remove \
+                 {CA_CERT_FILE} to start a new CA, which every node must then be given)",
+                directory.display(),
+                due.join(", ")
+            );
+        }
+        written.kept = nodes.to_vec();
+        written.without_ca_key = true;
+        return Ok(written);
+    }
     let authority = if ca_cert.exists() && ca_key.exists() {
         let read = |path: &Path| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
@@ -204,7 +235,7 @@ pub fn write_directory(
     };
     for &node in nodes {
         let (cert_file, key_file) = node_files(directory, node);
-        if !reissue && !written.created_ca && cert_file.exists() && key_file.exists() {
+        if !reissue && !written.created_ca && has_certificate(node) {
             written.kept.push(node);
             continue;
         }
@@ -282,5 +313,29 @@ mod tests {
             let mode = std::fs::metadata(key).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_directory_without_its_ca_key_issues_nothing_and_never_makes_a_new_ca() {
+        let directory = tempfile::tempdir().unwrap();
+        let names = |node: NodeId| vec![node.to_string()];
+        write_directory(directory.path(), &topology(1, 1, 0, 0), &names, false).unwrap();
+        std::fs::remove_file(directory.path().join(CA_KEY_FILE)).unwrap();
+        let ca_before = std::fs::read(directory.path().join(CA_CERT_FILE)).unwrap();
+        let kept = write_directory(directory.path(), &topology(1, 1, 0, 0), &names, false).unwrap();
+        assert!(kept.without_ca_key && kept.issued.is_empty() && kept.kept.len() == 2);
+        let error = write_directory(directory.path(), &topology(2, 1, 0, 0), &names, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("acceptor2") && error.contains(CA_KEY_FILE),
+            "{error}"
+        );
+        assert!(write_directory(directory.path(), &topology(1, 1, 0, 0), &names, true).is_err());
+        assert_eq!(
+            std::fs::read(directory.path().join(CA_CERT_FILE)).unwrap(),
+            ca_before
+        );
+        assert!(!directory.path().join(CA_KEY_FILE).exists());
     }
 }

@@ -356,6 +356,51 @@ mod tests {
         }
     }
 
+    /// Runs a handshake between `client` and `server` in memory; the error, if any.
+    fn handshake(client: &NodeTls, server: &NodeTls) -> Result<NodeId, rustls::Error> {
+        let mut client =
+            rustls::ClientConnection::new(Arc::clone(&client.client), dial_name()).unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::clone(&server.server)).unwrap();
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).unwrap();
+            server.read_tls(&mut bytes.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).unwrap();
+            client.read_tls(&mut bytes.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                let peer = server.peer_certificates().expect("a client certificate");
+                return Ok(node_identity(&peer[0]).unwrap());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn a_bundle_of_two_cas_trusts_nodes_of_either_during_a_ca_rotation() {
+        use crate::certificates::CertificateAuthority;
+        let pem = |text: &str| CertificateDer::from_pem_slice(text.as_bytes()).unwrap();
+        let (old, _) = CertificateAuthority::generate("old CA").unwrap();
+        let (new, _) = CertificateAuthority::generate("new CA").unwrap();
+        let node = |authority: &CertificateAuthority, node: NodeId, trusted: &[&str]| {
+            let issued = authority.issue(node, &[]).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+            let ca = trusted.iter().map(|text| pem(text)).collect();
+            NodeTls::new(ca, vec![pem(&issued.certificate_pem)], key).unwrap()
+        };
+        let bundle = [old.certificate_pem(), new.certificate_pem()];
+        let moved = node(&new, NodeId::proposer(1), &bundle);
+        let not_yet = node(&old, NodeId::acceptor(1), &bundle);
+        let old_only = node(&old, NodeId::acceptor(2), &[old.certificate_pem()]);
+        assert_eq!(handshake(&moved, &not_yet), Ok(NodeId::proposer(1)));
+        assert_eq!(handshake(&not_yet, &moved), Ok(NodeId::acceptor(1)));
+        // Without the bundle (step 2 of the rotation skipped) the new certificate is refused.
+        assert!(handshake(&moved, &old_only).is_err());
+        assert!(handshake(&old_only, &moved).is_err());
+    }
+
     #[test]
     fn a_node_needs_all_three_files_or_insecure_mode() {
         let lookup = |pairs: &'static [(&'static str, &'static str)]| {
