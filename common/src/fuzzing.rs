@@ -80,11 +80,7 @@ pub fn run_cases(
             Ok(Ok(())) => continue,
             Ok(Err(problem)) => problem,
             Err(payload) => {
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
-                    .unwrap_or_else(|| "a panic without a message".into());
+                let message = crate::panic_message(payload.as_ref());
                 format!("panicked: {message}")
             }
         };

@@ -39,3 +39,13 @@ pub mod wire;
 /// How many milliseconds one protocol tick lasts in the services. The cores count ticks,
 /// never milliseconds, so that a simulation can drive them without a clock.
 pub const TICK_MILLISECONDS: u64 = 10;
+
+/// The text of a caught panic (`std::panic::catch_unwind`'s payload), for the harnesses
+/// that report a panic instead of dying of it (the fuzz loop, the simulation).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}

@@ -165,11 +165,7 @@ pub(crate) fn run(scenario: &Scenario, hooks: &Hooks) -> Result<Report, Violatio
     let result = match outcome {
         Ok(result) => result,
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "a panic without a message".into());
+            let message = common::panic_message(payload.as_ref());
             let location = LAST_PANIC.with(|last| last.borrow().clone());
             Err(Violation::new(
                 Property::CoreInvariant,
