@@ -202,6 +202,9 @@ struct Activity {
     phase: Phase,
     /// The last time a byte was read from or written to the connection.
     last_byte: Instant,
+    /// Since when the request in progress has been waiting for its response to start (its
+    /// body still arriving, or its handler still working); None once the response began.
+    awaiting_response_since: Option<Instant>,
 }
 
 /// One open connection, as the accept loop and its own task see it.
@@ -226,6 +229,7 @@ impl Connection {
                     head_started: None,
                 },
                 last_byte: now,
+                awaiting_response_since: None,
             }),
             evict: Notify::new(),
             deadline_moved: Notify::new(),
@@ -258,6 +262,7 @@ impl Connection {
 
     fn request_started(&self) {
         let mut activity = self.activity();
+        activity.awaiting_response_since = Some(Instant::now());
         activity.phase = match activity.phase {
             Phase::Idle { .. } => Phase::Busy { requests: 1 },
             Phase::Busy { requests } => Phase::Busy {
@@ -266,8 +271,19 @@ impl Connection {
         };
     }
 
+    /// The router answered: the response's head leaves now (its body may stream on).
+    fn response_started(&self) {
+        self.activity().awaiting_response_since = None;
+    }
+
+    /// Since when a request has been waiting for its response, if one is.
+    fn awaiting_response_since(&self) -> Option<Instant> {
+        self.activity().awaiting_response_since
+    }
+
     fn request_ended(&self) {
         let mut activity = self.activity();
+        activity.awaiting_response_since = None;
         activity.phase = match activity.phase {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,
@@ -323,7 +339,11 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Tells the connection idle the longest to close; false if no connection is idle.
+    /// Tells the connection idle the longest to close; if none is idle, the one whose
+    /// request has waited longest for its response, once that is longer than the header
+    /// timeout (a body trickled a byte at a time, the slow-POST form of slowloris, must not
+    /// hold its place forever: honest requests get their answer within milliseconds, or
+    /// within REQUEST_TIMEOUT while the cluster is unavailable). False if neither exists.
     /// A just-accepted connection whose head is not parsed yet counts as idle (the newest):
     /// during a flood the older flood connections go first, and when every other
     /// connection is busy one newcomer or the other loses either way.
@@ -333,7 +353,17 @@ impl Shared {
             .values()
             .filter_map(|connection| Some((connection.idle_since()?, connection.id)))
             .min();
-        let Some((_, id)) = longest_idle else {
+        let slowest_request = || {
+            let waiting_since = Instant::now().checked_sub(self.limits.header_timeout)?;
+            connections
+                .values()
+                .filter_map(|connection| {
+                    let since = connection.awaiting_response_since()?;
+                    (since <= waiting_since).then_some((since, connection.id))
+                })
+                .min()
+        };
+        let Some((_, id)) = longest_idle.or_else(slowest_request) else {
             return false;
         };
         if let Some(connection) = connections.remove(&id) {
@@ -482,6 +512,7 @@ async fn serve_connection(
         let response = router.call(request);
         async move {
             let response = response.await?;
+            in_progress.0.response_started();
             Ok::<_, Infallible>(response.map(|body| TrackedBody {
                 body,
                 _in_progress: in_progress,

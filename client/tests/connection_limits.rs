@@ -456,3 +456,51 @@ async fn at_the_connection_limit_the_longest_idle_connection_makes_room_or_the_n
     assert!(counts["refused"].as_u64().unwrap() >= 1, "{counts}");
     handle.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_trickled_past_the_header_timeout_make_room_for_normal_requests_at_the_limit() {
+    const LIMIT: usize = 20;
+    let nodes = cluster().await;
+    let (proposer, learner) = (&nodes.0, &nodes.1);
+    let config = ClientConfig {
+        max_connections: LIMIT,
+        ..limited(proposer, learner, 300, 60_000)
+    };
+    let handle = start(config, &nodes).await;
+    let address = handle.address();
+    let base = format!("http://{address}");
+    // Slow POST: every place holds a request whose body never completes.
+    let mut trickling = Vec::new();
+    for _ in 0..LIMIT {
+        let mut connection = TcpStream::connect(address).await.unwrap();
+        connection
+            .write_all(b"POST /write HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n{")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        trickling.push(connection);
+    }
+    // Past the header timeout, they no longer keep a normal request out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (status, answer) = get(format!("{base}/health")).await;
+    assert_eq!(status, 200, "{answer}");
+    println!("answered past trickled bodies in {:?}", started.elapsed());
+    let mut closed = 0;
+    for connection in &mut trickling {
+        if closed_within(connection, Duration::from_millis(20))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "a trickled upload made room");
+    let counts = http_counts(&base).await;
+    assert!(
+        counts["closed_to_make_room"].as_u64().unwrap() >= 1,
+        "{counts}"
+    );
+    drop(trickling);
+    handle.shutdown().await.unwrap();
+}
