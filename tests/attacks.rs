@@ -964,8 +964,8 @@ async fn stalled_handshakes_are_closed_within_the_handshake_timeout(port: u16) -
         }
     }
     eprintln!(
-        "case 6: 200 stalled handshakes: {refused_at_once} closed at once (beyond the \
-         handshake cap), the last after {latest:?}"
+        "case 6: 200 stalled handshakes: {refused_at_once} closed within 1 s (evicted by newer \
+         ones beyond the handshake cap), the last after {latest:?}"
     );
     latest
 }

@@ -474,7 +474,9 @@ async fn bodies_trickled_past_the_header_timeout_make_room_for_normal_requests_a
     for _ in 0..LIMIT {
         let mut connection = TcpStream::connect(address).await.unwrap();
         connection
-            .write_all(b"POST /write HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n{")
+            .write_all(
+                b"POST /write HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n{",
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;

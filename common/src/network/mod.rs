@@ -18,7 +18,8 @@
 //!   read buffers grow with the bytes received, not with the length announced (see
 //!   `reader`);
 //! - at most [`MAX_INBOUND_CONNECTIONS`] inbound connections at once, of which at most
-//!   [`MAX_HANDSHAKING_CONNECTIONS`] not yet authenticated, and at most
+//!   [`MAX_HANDSHAKING_CONNECTIONS`] not yet authenticated (a new one evicts the oldest, so
+//!   silent connections cannot keep a real peer out), and at most
 //!   [`MAX_CONNECTIONS_PER_PEER`] per authenticated node.
 //!
 //! Sending costs no thread switch: a message is encoded into its connection's outbox and
@@ -60,7 +61,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PRE_AUTHENTICATION_FRAME_BYTES_MAX: usize = 4 * 1024;
 /// Inbound connections a node holds at once; more are closed as they arrive.
 pub const MAX_INBOUND_CONNECTIONS: usize = 512;
-/// Inbound connections still in their handshake at once; more are closed as they arrive.
+/// Inbound connections still in their handshake at once; a new one evicts the oldest.
 pub const MAX_HANDSHAKING_CONNECTIONS: usize = 64;
 /// Connections one authenticated node may hold to this node (normally one each way).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 4;
@@ -223,7 +224,7 @@ pub struct Network {
     refusals: Arc<Mutex<Refusals>>,
     /// Inbound connections open, and of those still in their handshake.
     inbound_connections: Arc<AtomicUsize>,
-    handshaking_connections: Arc<AtomicUsize>,
+    handshakes: Arc<Handshakes>,
 }
 
 /// What the network refused: messages its table forbids, connections that failed to
@@ -271,6 +272,55 @@ impl Drop for CountedConnection {
     }
 }
 
+/// The inbound connections still in their handshake, oldest first. At most
+/// [`MAX_HANDSHAKING_CONNECTIONS`]: a new one evicts the oldest, so that connections that
+/// open and say nothing cannot keep a peer that completes its handshake in milliseconds
+/// out for long (each must wait out at most [`HELLO_TIMEOUT`] anyway).
+#[derive(Default)]
+struct Handshakes {
+    waiting: Mutex<std::collections::VecDeque<(u64, SocketAddr, Arc<tokio::sync::Notify>)>>,
+    next_id: AtomicU64,
+}
+
+/// One connection's place among the handshakes; gives it up when dropped.
+struct HandshakeSlot {
+    id: u64,
+    evicted: Arc<tokio::sync::Notify>,
+    handshakes: Arc<Handshakes>,
+}
+
+impl Handshakes {
+    /// A place for a new handshake from `address`, evicting the oldest when all are taken
+    /// (its task is told through its `evicted`); the second member is the address of the
+    /// connection evicted, if one was.
+    fn admit(self: &Arc<Self>, address: SocketAddr) -> (HandshakeSlot, Option<SocketAddr>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let mut waiting = self.waiting.lock().unwrap();
+        let mut evicted_one = None;
+        if waiting.len() >= MAX_HANDSHAKING_CONNECTIONS {
+            if let Some((_, oldest_address, oldest)) = waiting.pop_front() {
+                oldest.notify_one();
+                evicted_one = Some(oldest_address);
+            }
+        }
+        waiting.push_back((id, address, Arc::clone(&evicted)));
+        let slot = HandshakeSlot {
+            id,
+            evicted,
+            handshakes: Arc::clone(self),
+        };
+        (slot, evicted_one)
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut waiting = self.handshakes.waiting.lock().unwrap();
+        waiting.retain(|(id, _, _)| *id != self.id);
+    }
+}
+
 /// Aborts a task when dropped: a connection's writer ends with its connection.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -313,7 +363,7 @@ impl Network {
             )),
             refusals: Arc::new(Mutex::new(Refusals::default())),
             inbound_connections: Arc::new(AtomicUsize::new(0)),
-            handshaking_connections: Arc::new(AtomicUsize::new(0)),
+            handshakes: Arc::new(Handshakes::default()),
         };
         if let Some(path) = std::env::var_os(FAULT_FILE_VARIABLE) {
             tokio::spawn(watch_fault_file(
@@ -585,13 +635,13 @@ impl Network {
                         self.refuse_connection(Some(address), "too many connections open");
                         continue;
                     };
-                    let Some(handshaking) = CountedConnection::try_new(
-                        &self.handshaking_connections,
-                        MAX_HANDSHAKING_CONNECTIONS,
-                    ) else {
-                        self.refuse_connection(Some(address), "too many handshakes at once");
-                        continue;
-                    };
+                    let (handshaking, evicted) = self.handshakes.admit(address);
+                    if let Some(evicted) = evicted {
+                        self.refuse_connection(
+                            Some(evicted),
+                            "evicted, the oldest of too many handshakes at once",
+                        );
+                    }
                     let network = self.clone();
                     tokio::spawn(async move {
                         let _open = open;
@@ -725,13 +775,26 @@ impl Network {
         stream: TcpStream,
         peer_index: Option<usize>,
         address: Option<SocketAddr>,
-        handshaking: Option<CountedConnection>,
+        handshaking: Option<HandshakeSlot>,
     ) -> io::Result<()> {
         stream.set_nodelay(true)?;
         detect_silent_peer(&stream)?;
         let outbound = peer_index.is_some();
-        let opened =
-            tokio::time::timeout(HELLO_TIMEOUT, self.open_connection(stream, outbound)).await;
+        let evicted = handshaking.as_ref().map(|slot| Arc::clone(&slot.evicted));
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(HELLO_TIMEOUT, self.open_connection(stream, outbound)) => opened,
+            () = async {
+                match &evicted {
+                    Some(evicted) => evicted.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "evicted: the oldest of too many handshakes at once",
+                ));
+            }
+        };
         drop(handshaking);
         let (mut remote, mut reader, outbox, _writer) = match opened {
             Ok(Ok(opened)) => opened,
@@ -1023,6 +1086,46 @@ mod tests {
             network_a.alarms()
         );
         assert!(!network_a.is_insecure() && network_a.alarms().len() == 1);
+    }
+
+    #[tokio::test]
+    async fn silent_connections_filling_every_handshake_place_do_not_keep_a_real_peer_out() {
+        let (authority, _) = crate::certificates::CertificateAuthority::generate("test").unwrap();
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let (network, bound) = Network::start(
+            NodeId::acceptor(1),
+            Some("127.0.0.1:0".parse().unwrap()),
+            &[],
+            tls_of(&authority, NodeId::acceptor(1)),
+            Arc::new(move |event| {
+                let _ = sender.send(event);
+            }),
+        )
+        .await
+        .unwrap();
+        let bound = bound.unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..MAX_HANDSHAKING_CONNECTIONS + 6 {
+            silent.push(TcpStream::connect(bound).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let (_peer, _) = Network::start(
+            NodeId::proposer(1),
+            None,
+            &[bound.to_string()],
+            tls_of(&authority, NodeId::proposer(1)),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        match next_event(&mut receiver, Duration::from_secs(2)).await {
+            Some(Inbound::Connected(node)) => assert_eq!(node, NodeId::proposer(1)),
+            other => panic!("the proposer did not get in within 2 s: {other:?}"),
+        }
+        println!("connected past the silent ones in {:?}", started.elapsed());
+        assert!(network.refused_connections() >= 6);
+        drop(silent);
     }
 
     #[tokio::test]
