@@ -75,6 +75,10 @@ const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle time before the first keepalive probe, and the time between probes.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
 
+/// How the alarm of insecure mode begins in `/status`, so that a reader of a node's alarms
+/// (the client API's summary) can tell that node runs in plaintext.
+pub const INSECURE_ALARM_PREFIX: &str = "insecure:";
+
 /// A connection's TLS session, shared by its reader and its writer.
 type TlsSession = Arc<Mutex<rustls::Connection>>;
 
@@ -409,7 +413,7 @@ impl Network {
         let mut alarms: Vec<String> = Vec::new();
         if self.is_insecure() {
             alarms.push(format!(
-                "insecure: the node-to-node network runs in plaintext ({}=true); peers are \
+                "{INSECURE_ALARM_PREFIX} the node-to-node network runs in plaintext ({}=true); peers are \
                  who they say they are",
                 tls::INSECURE_VARIABLE
             ));
@@ -729,6 +733,12 @@ impl Network {
         let node = tls::node_identity(certificate).map_err(|error| invalid(&error.0))?;
         // The outbox bounds what is queued; the session must not refuse plaintext.
         session.set_buffer_limit(None);
+        // Records the handshake read along with its end (the peer's Hello, often) are
+        // buffered unprocessed: process them once now, so that the reader, which processes
+        // whatever it reads itself, finds their plaintext.
+        session
+            .process_new_packets()
+            .map_err(|error| invalid(&error.to_string()))?;
         Ok((stream, Some((Arc::new(Mutex::new(session)), node))))
     }
 

@@ -188,14 +188,11 @@ impl FrameReader {
         }
     }
 
-    /// Takes the plaintext the session holds, after processing what it buffered without
-    /// processing (records read along with the end of the handshake).
+    /// Takes the plaintext the session holds. Every record the session has read is
+    /// processed already: by `fill_from_tls` right after reading it, and for records read
+    /// with the end of the handshake by the network before this reader starts.
     fn drain_plaintext(&mut self, tls: &TlsSession) -> io::Result<usize> {
         let mut session = tls.lock().unwrap();
-        let state = session
-            .process_new_packets()
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-        self.peer_closed |= state.peer_has_closed();
         drain_session(&mut session, &mut self.buffer)
     }
 }
