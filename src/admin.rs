@@ -28,9 +28,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use client::cluster::NodeReport;
 use common::message::{Message, NodeStatus};
-use common::network::Transport;
 use common::node::NodeId;
-use common::wire::{decode_payload, encode_frame};
+use runtime::network::Transport;
+use runtime::wire::{decode_payload, encode_frame};
 use serde_json::{json, Value as JsonValue};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream as StdTcpStream};
@@ -202,7 +202,7 @@ async fn exchange_status(
         Transport::Tls(config) => {
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(&config.client));
             let stream = connector
-                .connect(common::tls::dial_name(), stream)
+                .connect(runtime::tls::dial_name(), stream)
                 .await
                 .map_err(|error| format!("TLS handshake: {error}"))?;
             let answering = stream
@@ -210,7 +210,7 @@ async fn exchange_status(
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .map(|certificate| common::tls::node_identity(certificate).map_err(|e| e.0));
+                .map(|certificate| runtime::tls::node_identity(certificate).map_err(|e| e.0));
             match answering {
                 Some(Ok(node)) if node == expected => {}
                 Some(Ok(node)) => return Err(format!("{node} answers there, not {expected}")),
@@ -386,11 +386,11 @@ pub fn http_get(address: &str, path: &str, timeout: Duration) -> Result<(u16, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::config::AcceptorConfig;
+    use acceptor::config::AcceptorConfig;
 
     async fn acceptor(data_dir: &Path) -> (acceptor::service::Handle, Target) {
         let config = AcceptorConfig {
-            security: common::config::Security::Insecure,
+            security: runtime::config::Security::Insecure,
             id: 1,
             listen: "127.0.0.1:0".to_string(),
             total_acceptors: 3,

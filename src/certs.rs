@@ -1,8 +1,8 @@
 //! `paxos certs`: the cluster's CA and one certificate per node, for mutual TLS between
-//! nodes (see `common::tls` and docs/SECURITY.md).
+//! nodes (see `runtime::tls` and docs/SECURITY.md).
 
-use common::certificates::{self, CA_CERT_FILE, CA_KEY_FILE};
 use common::node::NodeId;
+use runtime::certificates::{self, CA_CERT_FILE, CA_KEY_FILE};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,9 +2,9 @@
 //! directories and environment variables. `paxos up` starts it; tests start it too, node by
 //! node, so that they can kill and restart any one of them.
 
-use common::certificates;
 use common::node::{NodeId, Role};
-use common::tls;
+use runtime::certificates;
+use runtime::tls;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 

@@ -20,13 +20,14 @@ mod cli;
 mod up;
 mod watch;
 
+use acceptor::config::AcceptorConfig;
 use clap::{Parser, Subcommand};
-use common::config::{
-    AcceptorConfig, AdminConfig, ClientConfig, ConfigError, Environment, LearnerConfig,
-    ProposerConfig,
-};
+use client::config::ClientConfig;
 use common::node::NodeId;
+use learner::config::LearnerConfig;
 use paxos::admin;
+use proposer::config::ProposerConfig;
+use runtime::config::{AdminConfig, ConfigError, Environment};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -163,14 +164,14 @@ async fn with_admin<F>(
     node: NodeId,
     listen: String,
     data_dir: std::path::PathBuf,
-    security: common::config::Security,
+    security: runtime::config::Security,
     role: F,
 ) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     if let Some(admin_listen) = admin.listen {
-        let transport = common::network::Transport::from_security(&security, node)?;
+        let transport = runtime::network::Transport::from_security(&security, node)?;
         let target = admin::Target::new(node, &listen, Some(data_dir), transport)?;
         admin::start(&admin_listen, target).await?;
     }
@@ -230,12 +231,12 @@ struct Settings {
     insecure: bool,
 }
 
-impl common::config::Lookup for Settings {
+impl runtime::config::Lookup for Settings {
     fn get(&self, name: &str) -> Option<String> {
-        if self.insecure && name == common::tls::INSECURE_VARIABLE {
+        if self.insecure && name == runtime::tls::INSECURE_VARIABLE {
             return Some("true".into());
         }
-        common::config::Lookup::get(&Environment, name)
+        runtime::config::Lookup::get(&Environment, name)
     }
 }
 
@@ -258,7 +259,7 @@ fn reset_acceptor_identity(config: &AcceptorConfig) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    common::logging::init();
+    runtime::logging::init();
     let settings = Settings {
         insecure: cli.insecure,
     };

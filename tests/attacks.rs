@@ -11,13 +11,13 @@
 mod support;
 
 use common::ballot::Ballot;
-use common::certificates::{CertificateAuthority, NodeCertificate, CA_CERT_FILE, CA_KEY_FILE};
 use common::message::{DecidedEntry, Message, NodeStatus, RoleStatus};
 use common::node::NodeId;
 use common::routes::MessageKind;
-use common::tls::{dial_name, NodeTls};
 use common::value::{Command, RequestId, Value};
-use common::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
+use runtime::certificates::{CertificateAuthority, NodeCertificate, CA_CERT_FILE, CA_KEY_FILE};
+use runtime::tls::{dial_name, NodeTls};
+use runtime::wire::{decode_payload, encode_frame, MAX_FRAME_BYTES};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{exclusive, Outcome, TestCluster};
@@ -31,7 +31,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 const PROMPT_CLOSE: Duration = Duration::from_secs(2);
 /// How long the attacker listens for an answer that must not come.
 const SILENCE: Duration = Duration::from_millis(1500);
-/// The handshake and Hello timeout of the node plane (common::network).
+/// The handshake and Hello timeout of the node plane (runtime::network).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---- the attacker's tools -------------------------------------------------------------

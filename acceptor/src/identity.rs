@@ -17,7 +17,7 @@
 //! atomically (temporary file, fsync, rename, directory fsync). [`assess`] is the decision
 //! on start, a plain function of what was found; the rest is its I/O.
 
-use common::file_system::{create_dir_all_durably, FileSystem};
+use runtime::file_system::{create_dir_all_durably, FileSystem};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -30,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod identity;
 pub mod service;

@@ -1,6 +1,6 @@
 //! The acceptor process: the [`Acceptor`] core wired to the network and the disk.
 //!
-//! The network and the driver share one thread (see [`common::event_loop`]). The loop
+//! The network and the driver share one thread (see [`runtime::event_loop`]). The loop
 //! hands the core the inbound events in batches (all that are queued, up to
 //! [`BATCH_MESSAGES_MAX`]), then the driver carries out the effects of the whole batch in
 //! the order that makes the protocol safe: every `Persist` is appended to the log, the log
@@ -25,16 +25,16 @@
 //! dropped the data, and a retry could report success for writes that never reached the
 //! disk.
 
+use crate::config::AcceptorConfig;
 use crate::core::{Acceptor, Effect};
 use crate::identity::{self, Identity, IdentityError, IdentityFile, Startup};
 use crate::storage::{Storage, LOG_FILE_NAME};
 use anyhow::Context;
-use common::config::AcceptorConfig;
-use common::event_loop::{self, Driver, LoopOptions, NodeThread};
-use common::file_system::{FileSystem, RealFileSystem};
 use common::message::{Message, NodeStatus};
-use common::network::{Inbound, Network, Transport};
 use common::node::{NodeId, Role};
+use runtime::event_loop::{self, Driver, LoopOptions, NodeThread};
+use runtime::file_system::{FileSystem, RealFileSystem};
+use runtime::network::{Inbound, Network, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -343,7 +343,7 @@ impl Handle {
     }
 }
 
-/// The core, its log and the network, driven by [`common::event_loop::run`].
+/// The core, its log and the network, driven by [`runtime::event_loop::run`].
 struct AcceptorDriver {
     me: NodeId,
     acceptor: Acceptor,

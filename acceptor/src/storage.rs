@@ -3,7 +3,7 @@
 //! The log lives at `<data dir>/acceptor.wal`. The service appends the records of a batch,
 //! syncs once (group commit) and only then sends the answers, so whatever a proposer or
 //! learner has heard survives a crash. A damaged tail is an append that was never synced,
-//! hence never acknowledged, and [`common::wal::Wal`] truncates it; damage anywhere else,
+//! hence never acknowledged, and [`runtime::wal::Wal`] truncates it; damage anywhere else,
 //! or a record whose checksum passes but which does not decode, is corruption
 //! ([`StorageError::is_corruption`]): the acceptor then runs but refuses to vote, because
 //! starting from defaults would let it break promises it made.
@@ -13,8 +13,8 @@
 //! with [`Acceptor::snapshot`], one record per slot plus the promise.
 
 use crate::core::{Acceptor, Record};
-use common::file_system::{FileSystem, RealFileSystem};
-use common::wal::{Wal, WalError};
+use runtime::file_system::{FileSystem, RealFileSystem};
+use runtime::wal::{Wal, WalError};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -12,13 +12,13 @@
 use acceptor::core::{Acceptor, Effect, Record};
 use acceptor::storage::Storage;
 use common::ballot::{Ballot, Slot};
-use common::file_system::{
-    CrashChoice, FileSystem, KeepEverything, KeepNothing, KeepRandomly, LogFile,
-    SimulatedFileSystem,
-};
 use common::message::Message;
 use common::node::NodeId;
 use common::value::{Command, RequestId, Value};
+use runtime::file_system::{
+    CrashChoice, FileSystem, KeepEverything, KeepNothing, KeepRandomly, LogFile,
+    SimulatedFileSystem,
+};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;

@@ -12,12 +12,12 @@ use acceptor::core::{Acceptor, Effect};
 use acceptor::identity::{self, Identity, IdentityFile, Startup};
 use acceptor::storage::{Storage, LOG_FILE_NAME};
 use common::ballot::Ballot;
-use common::file_system::{
-    CrashChoice, FileSystem, KeepEverything, KeepNothing, KeepRandomly, SimulatedFileSystem,
-};
 use common::message::Message;
 use common::node::NodeId;
 use common::value::Value;
+use runtime::file_system::{
+    CrashChoice, FileSystem, KeepEverything, KeepNothing, KeepRandomly, SimulatedFileSystem,
+};
 use std::path::Path;
 use std::sync::Arc;
 

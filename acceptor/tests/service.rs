@@ -1,14 +1,14 @@
 //! The acceptor process over real sockets: fake proposers and learners (plain
-//! `common::network::Network`s) talk to it, and a restart on the same data directory and
+//! `runtime::network::Network`s) talk to it, and a restart on the same data directory and
 //! port shows that what it answered was durable.
 
+use acceptor::config::AcceptorConfig;
 use acceptor::service::{start, Handle};
 use common::ballot::Ballot;
-use common::config::AcceptorConfig;
 use common::message::{AcceptedEntry, Message, RoleStatus};
-use common::network::{Inbound, Network};
 use common::node::{NodeId, Role};
 use common::value::{Command, RequestId, Value};
+use runtime::network::{Inbound, Network};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ impl FakeNode {
             me,
             None,
             &[acceptor.address().to_string()],
-            common::network::Transport::Plaintext,
+            runtime::network::Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender.send(event);
             }),
@@ -99,7 +99,7 @@ impl FakeNode {
 
 fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
     AcceptorConfig {
-        security: common::config::Security::Insecure,
+        security: runtime::config::Security::Insecure,
         id: 1,
         listen: listen.to_string(),
         total_acceptors: 3,
@@ -306,8 +306,8 @@ async fn an_acceptor_with_a_corrupt_log_runs_but_refuses_to_vote_and_says_why() 
 /// Prepare, whose promise it cannot make durable. It must stop the process (exit 1) rather
 /// than retry the fsync or answer.
 async fn run_acceptor_whose_fsyncs_fail() {
-    common::logging::init();
-    let file_system = common::file_system::SimulatedFileSystem::new();
+    runtime::logging::init();
+    let file_system = runtime::file_system::SimulatedFileSystem::new();
     let acceptor = acceptor::service::start_in(
         config(Path::new("/acceptor1"), "127.0.0.1:0"),
         Arc::new(file_system.clone()),
@@ -424,7 +424,7 @@ async fn an_acceptor_asked_for_two_values_under_one_ballot_refuses_the_second_an
 // Amnesia: the data directory's identity says whose memory it is and whether it voted.
 
 fn identity_in(data_dir: &Path) -> acceptor::identity::Identity {
-    acceptor::identity::read(&common::file_system::RealFileSystem, data_dir)
+    acceptor::identity::read(&runtime::file_system::RealFileSystem, data_dir)
         .expect("the identity reads")
         .expect("the data directory has an identity")
 }
@@ -600,7 +600,7 @@ async fn reset_identity_keeps_the_old_log_aside_and_the_acceptor_votes_again() {
 
     let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_999_500);
     let config = config(directory.path(), "127.0.0.1:0");
-    let file_system = common::file_system::RealFileSystem;
+    let file_system = runtime::file_system::RealFileSystem;
     let reset = acceptor::service::reset_identity_in(&config, &file_system, at).unwrap();
     let aside = directory.path().join("acceptor.wal.reset-20261130T004500Z");
     assert_eq!(reset.moved_log.as_deref(), Some(aside.as_path()));
@@ -700,7 +700,7 @@ async fn a_log_damaged_in_the_middle_says_how_many_intact_records_would_be_lost(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn has_voted_is_durable_before_the_first_answer_leaves() {
-    use common::file_system::{KeepNothing, SimulatedFileSystem};
+    use runtime::file_system::{KeepNothing, SimulatedFileSystem};
     let file_system = SimulatedFileSystem::new();
     let data_dir = Path::new("/acceptor1");
     let acceptor = acceptor::service::start_in(

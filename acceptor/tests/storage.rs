@@ -7,7 +7,7 @@ use common::ballot::{Ballot, Slot};
 use common::message::Message;
 use common::node::NodeId;
 use common::value::{Command, RequestId, Value};
-use common::wal::{Wal, WalError};
+use runtime::wal::{Wal, WalError};
 use std::fs;
 
 fn value(slot: Slot, round: u64) -> Value {

@@ -536,7 +536,7 @@ pub fn status_json(status: &ClusterStatus) -> JsonValue {
                 status
                     .alarms
                     .iter()
-                    .any(|alarm| alarm.starts_with(common::network::INSECURE_ALARM_PREFIX))
+                    .any(|alarm| alarm.starts_with(runtime::network::INSECURE_ALARM_PREFIX))
             })
         })
         .map(node_name)

@@ -10,16 +10,16 @@
 //! Answers arrive through the [`crate::mailbox`], which hands each to the request
 //! waiting for it.
 
+use crate::config::ClientConfig;
 use crate::feed::{BufferLimits, Feed};
 use crate::mailbox::{lock, Answer, Mailbox, WaiterKey};
 use anyhow::Context;
 use common::ballot::Slot;
-use common::config::ClientConfig;
 use common::message::{Message, NodeStatus, ProposerState, RoleStatus};
-use common::network::{Inbound, Network, Transport};
 use common::node::{NodeId, Role};
 use common::value::Command;
 use rand::Rng;
+use runtime::network::{Inbound, Network, Transport};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

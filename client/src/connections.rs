@@ -23,9 +23,9 @@
 //! would be cut at the header timeout. It is kept as a backstop at idle + header timeout, a
 //! bound the rules above never reach.
 
+use crate::config::ClientConfig;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::Router;
-use common::config::ClientConfig;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::{service_fn, Service};

@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! let config = common::config::ClientConfig::from_lookup(&common::config::Environment)?;
+//! let config = crate::config::ClientConfig::from_lookup(&runtime::config::Environment)?;
 //! let handle = client::start(config).await?;
 //! println!("REST API on http://{}", handle.address());
 //! handle.wait().await
@@ -36,6 +36,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod config;
 pub mod connections;
 pub mod events;
 pub mod feed;

@@ -7,9 +7,9 @@
 //! requests waiting on it at once, so they retry elsewhere without waiting out a timeout.
 
 use common::message::Message;
-use common::network::Inbound;
 use common::node::NodeId;
 use common::value::RequestId;
+use runtime::network::Inbound;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;

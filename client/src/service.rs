@@ -3,10 +3,10 @@
 
 use crate::api;
 use crate::cluster::Cluster;
+use crate::config::ClientConfig;
 use crate::connections::{self, ConnectionCounts, HttpLimits};
 use crate::subscriptions::Subscriptions;
 use anyhow::Context;
-use common::config::ClientConfig;
 use common::node::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 //! and resumes from its last event id all the same.
 
 use crate::pattern::Pattern;
-use common::wal::Wal;
+use runtime::wal::Wal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;

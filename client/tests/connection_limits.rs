@@ -4,7 +4,7 @@
 
 mod support;
 
-use common::config::ClientConfig;
+use client::config::ClientConfig;
 use common::message::Message;
 use common::node::NodeId;
 use serde_json::{json, Value};

@@ -184,8 +184,8 @@ async fn reads_and_writes_are_a_503_when_no_node_is_reachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let config = common::config::ClientConfig {
-        security: common::config::Security::Insecure,
+    let config = client::config::ClientConfig {
+        security: runtime::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".to_string(),
         proposer_hosts: vec![unreachable()],

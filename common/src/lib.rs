@@ -1,12 +1,12 @@
-//! The vocabulary every role shares, taken from the Paxos paper: ballots, slots, values,
-//! the messages nodes exchange, plus the pieces of plumbing each service wraps around its
-//! protocol core (configuration from the environment, wire framing, the node-to-node
-//! network, and a checksummed write-ahead log).
+//! The vocabulary every role's protocol core shares, taken from the Paxos paper: ballots,
+//! slots, nodes, values, the messages nodes exchange and which role may send which
+//! ([`routes`]), and the bounded alarms a core raises when it refuses input.
 //!
-//! The protocol cores (`acceptor::core`, `proposer::core`, `learner::core`) use only the
-//! pure modules here ([`alarm`], [`ballot`], [`node`], [`value`], [`message`]); the I/O modules
-//! ([`network`], [`event_loop`], [`wal`], [`file_system`], [`logging`]) belong to the
-//! services.
+//! Nothing here does I/O, and this crate does not depend on tokio, sockets or a clock, so
+//! no protocol core (`acceptor::core`, `proposer::core`, `learner::core`, `client::core`)
+//! can reach them even by accident. The I/O every service runs its core on (network,
+//! framing, event loop, write-ahead log, file systems, configuration, logging) is the
+//! `runtime` crate.
 //!
 //! ```
 //! use common::ballot::Ballot;
@@ -19,22 +19,13 @@
 
 pub mod alarm;
 pub mod ballot;
-pub mod certificates;
-pub mod config;
-pub mod event_loop;
-pub mod file_system;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod linearizability;
-pub mod logging;
 pub mod message;
-pub mod network;
 pub mod node;
 pub mod routes;
-pub mod tls;
 pub mod value;
-pub mod wal;
-pub mod wire;
 
 /// How many milliseconds one protocol tick lasts in the services. The cores count ticks,
 /// never milliseconds, so that a simulation can drive them without a clock.

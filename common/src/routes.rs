@@ -1,7 +1,7 @@
 //! Who may send what to whom: the one table the network checks every inbound message
 //! against, before any core sees it.
 //!
-//! The sender's role is the one its certificate proves (see [`crate::tls`]), so a learner
+//! The sender's role is the one its certificate proves (see `runtime::tls`), so a learner
 //! cannot forge an acceptor's vote, nor anyone but a learner a `Decided`. A message whose
 //! (kind, sender role, receiver role) is not in [`ROUTES`] is dropped, counted and logged
 //! by the network (once per peer and kind), never handled. The health probe of a node's

@@ -35,5 +35,6 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod service;

@@ -1,5 +1,5 @@
 //! The learner service: the network and the decided log around [`Learner`], on one thread
-//! (see [`common::event_loop`]).
+//! (see [`runtime::event_loop`]).
 //!
 //! The loop hands the core every inbound event in batches, then the driver carries out
 //! the effects: first every `Persist` (appended to `learner.wal` and written out once per
@@ -15,14 +15,14 @@
 //! The service holds no protocol decisions; it only answers `StatusRequest`, which needs
 //! the network's view of the peers.
 
+use crate::config::LearnerConfig;
 use crate::core::{Effect, Learner, LearnerOptions};
 use anyhow::{anyhow, Context};
-use common::config::LearnerConfig;
-use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::message::{DecidedEntry, Message, NodeStatus, StateSnapshot};
-use common::network::{Inbound, Network, Transport};
 use common::node::NodeId;
-use common::wal::Wal;
+use runtime::event_loop::{self, Driver, LoopOptions, NodeThread};
+use runtime::network::{Inbound, Network, Transport};
+use runtime::wal::Wal;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -179,7 +179,7 @@ fn recover(options: LearnerOptions, path: &Path) -> anyhow::Result<(Learner, Wal
     Ok((learner, recovered.wal))
 }
 
-/// The core, its log and the network, driven by [`common::event_loop::run`].
+/// The core, its log and the network, driven by [`runtime::event_loop::run`].
 struct LearnerDriver {
     me: NodeId,
     core: Learner,

@@ -2,11 +2,11 @@
 //! and a restarted learner finds the decided value in its log.
 
 use common::ballot::Ballot;
-use common::config::LearnerConfig;
 use common::message::{AcceptedEntry, Message, RoleStatus};
-use common::network::{Inbound, Network};
 use common::node::NodeId;
 use common::value::{Command, RequestId, Value};
+use learner::config::LearnerConfig;
+use runtime::network::{Inbound, Network};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ async fn fake_node(me: NodeId, listen: bool, peers: &[String]) -> FakeNode {
         me,
         listen,
         peers,
-        common::network::Transport::Plaintext,
+        runtime::network::Transport::Plaintext,
         Arc::new(move |event| {
             let _ = sender.send(event);
         }),
@@ -84,7 +84,7 @@ impl FakeNode {
 
 fn config(data_dir: &Path, acceptor_hosts: Vec<String>) -> LearnerConfig {
     LearnerConfig {
-        security: common::config::Security::Insecure,
+        security: runtime::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".into(),
         total_acceptors: acceptor_hosts.len(),
@@ -270,7 +270,7 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.shutdown();
 
-    let log = common::wal::Wal::open(data_dir.path().join(learner::service::WAL_FILE_NAME))
+    let log = runtime::wal::Wal::open(data_dir.path().join(learner::service::WAL_FILE_NAME))
         .expect("the log opens");
     assert!(
         (log.records.len() as u64) < 2 * RETAIN_SLOTS + 2,

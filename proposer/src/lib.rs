@@ -6,5 +6,6 @@
 //! proposer's highest round durable before any Prepare that uses it leaves.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod service;

@@ -1,15 +1,15 @@
 //! The proposer service: the network and the round file around [`crate::core::Proposer`],
-//! on one thread (see [`common::event_loop`]).
+//! on one thread (see [`runtime::event_loop`]).
 
+use crate::config::ProposerConfig;
 use crate::core::{Effect, Proposer, ProposerOptions};
 use anyhow::Context;
-use common::config::ProposerConfig;
-use common::event_loop::{self, Driver, LoopOptions, NodeThread};
 use common::message::{Message, NodeStatus};
-use common::network::{Inbound, Network, Transport};
 use common::node::NodeId;
-use common::wal::Wal;
 use common::TICK_MILLISECONDS;
+use runtime::event_loop::{self, Driver, LoopOptions, NodeThread};
+use runtime::network::{Inbound, Network, Transport};
+use runtime::wal::Wal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ impl RoundStore {
 }
 
 /// Starts a proposer on `config.listen` (port 0 picks a free port), on a thread of its own
-/// (see [`common::event_loop`]).
+/// (see [`runtime::event_loop`]).
 pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     let (round_store, persisted_round) = RoundStore::open(&config)?;
     let mut options = ProposerOptions::new(
@@ -135,7 +135,7 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
 /// Most messages handled before the effects of a batch are carried out.
 const MAX_BATCH_MESSAGES: usize = 4096;
 
-/// The core, its round file and the network, driven by [`common::event_loop::run`].
+/// The core, its round file and the network, driven by [`runtime::event_loop::run`].
 struct ProposerDriver {
     proposer: Proposer,
     network: Network,

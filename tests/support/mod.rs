@@ -151,7 +151,7 @@ impl TestCluster {
             .command(std::path::Path::new(env!("CARGO_BIN_EXE_paxos")));
         command
             .env("LOG_LEVEL", "info")
-            .env(common::network::FAULT_FILE_VARIABLE, self.fault_file(name))
+            .env(runtime::network::FAULT_FILE_VARIABLE, self.fault_file(name))
             .envs(
                 self.extra_environment
                     .iter()
@@ -199,7 +199,7 @@ impl TestCluster {
         self.signal(name, libc::SIGCONT);
     }
 
-    /// The fault file `name`'s network reads (see `common::network::FAULT_FILE_VARIABLE`).
+    /// The fault file `name`'s network reads (see `runtime::network::FAULT_FILE_VARIABLE`).
     pub fn fault_file(&self, name: &str) -> PathBuf {
         self.data.path().join(format!("{name}.faults"))
     }

@@ -1,15 +1,15 @@
 //! Scripted fake cluster nodes and helpers shared by the client API's tests.
 //!
-//! A fake node is a real `common::network::Network` listening on 127.0.0.1:0 whose
+//! A fake node is a real `runtime::network::Network` listening on 127.0.0.1:0 whose
 //! inbound messages are recorded and answered by a script, so a test decides exactly what
 //! the proposers and learners say and checks exactly what the client API sent.
 
 #![allow(dead_code)]
 
-use common::config::ClientConfig;
+use client::config::ClientConfig;
 use common::message::Message;
-use common::network::{Inbound, Network};
 use common::node::NodeId;
+use runtime::network::{Inbound, Network};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ impl FakeNode {
             node,
             Some("127.0.0.1:0".parse().unwrap()),
             &[],
-            common::network::Transport::Plaintext,
+            runtime::network::Transport::Plaintext,
             Arc::new(move |event| {
                 let _ = sender.send(event);
             }),
@@ -118,7 +118,7 @@ pub fn config(
     request_timeout_milliseconds: u64,
 ) -> ClientConfig {
     ClientConfig {
-        security: common::config::Security::Insecure,
+        security: runtime::config::Security::Insecure,
         id: 1,
         listen: "127.0.0.1:0".to_string(),
         proposer_hosts: proposers.iter().map(|node| node.address.clone()).collect(),

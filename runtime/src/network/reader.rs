@@ -14,8 +14,8 @@
 //! frames are cut from the plaintext it yields.
 
 use super::TlsSession;
-use crate::message::Message;
 use crate::wire::decode_payload;
+use common::message::Message;
 use std::io::{self, Read};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;

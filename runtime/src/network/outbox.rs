@@ -10,8 +10,8 @@
 //! (records are produced and written by one writer at a time, so they stay in order).
 
 use super::TlsSession;
-use crate::message::Message;
 use crate::wire::encode_frame;
+use common::message::Message;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -14,8 +14,8 @@
 //! anyone who reaches a port can act as any node (docs/SECURITY.md).
 
 use crate::config::{ConfigError, Lookup};
-use crate::node::{NodeId, Role};
 use anyhow::Context;
+use common::node::{NodeId, Role};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};

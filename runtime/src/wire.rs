@@ -1,7 +1,7 @@
 //! Framing on the wire: each message is a 4-byte big-endian length followed by the
 //! message encoded with `postcard` (compact, varint-based, serde-driven).
 
-use crate::message::Message;
+use common::message::Message;
 use std::io;
 
 /// Frames above this size are refused as corrupt (a Promise after a long outage is the
@@ -86,9 +86,9 @@ pub(crate) mod allocation {
 mod tests {
     use super::allocation::peak_bytes_of;
     use super::*;
-    use crate::ballot::Ballot;
-    use crate::fuzzing::{self, Anchors, HUGE_LENGTH_VARINT};
-    use crate::node::NodeId;
+    use common::ballot::Ballot;
+    use common::fuzzing::{self, Anchors, HUGE_LENGTH_VARINT};
+    use common::node::NodeId;
 
     /// What one decode may allocate before it fails: serde caps the capacity it reserves
     /// from a length prefix at 1 MiB per sequence, and a message nests few sequences.
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn random_and_damaged_payloads_decode_to_errors_without_panics_or_huge_allocations() {
         let mut peak_seen = 0;
-        fuzzing::fuzz("common::wire::decode_payload", 20_000, |random| {
+        fuzzing::fuzz("runtime::wire::decode_payload", 20_000, |random| {
             let valid = encoded(&fuzzing::message(random, &Anchors::default()));
             let decoded = decode_payload(&valid).map_err(|error| format!("valid: {error}"))?;
             if encoded(&decoded) != valid {

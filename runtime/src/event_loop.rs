@@ -16,8 +16,8 @@
 //! arrives meanwhile waits in the socket buffers and forms the next batch (group commit).
 
 use crate::network::{Inbound, InboundHandler, Network, Transport};
-use crate::node::NodeId;
 use anyhow::Context;
+use common::node::NodeId;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -237,7 +237,7 @@ fn panic_reason(panic: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Message;
+    use common::message::Message;
 
     /// Counts what the loop hands it.
     #[derive(Default)]

@@ -12,7 +12,7 @@
 //!
 //! The network is the edge where the outside is checked, before any core sees it:
 //! - every inbound message must be one its sender's role may send to this node's role
-//!   ([`crate::routes`]); others are dropped, counted and logged once per peer and kind;
+//!   ([`common::routes`]); others are dropped, counted and logged once per peer and kind;
 //! - before a peer is authenticated its frames are limited to
 //!   [`PRE_AUTHENTICATION_FRAME_BYTES_MAX`], a frame must arrive within a deadline, and
 //!   read buffers grow with the bytes received, not with the length announced (see
@@ -39,12 +39,12 @@
 mod outbox;
 mod reader;
 
-use crate::alarm::Alarms;
-use crate::message::{Message, PeerStatus};
-use crate::node::{NodeId, Role};
-use crate::routes::{self, MessageKind};
 use crate::tls::{self, NodeTls, Security};
 use crate::wire::{encode_frame, MAX_FRAME_BYTES};
+use common::alarm::Alarms;
+use common::message::{Message, PeerStatus};
+use common::node::{NodeId, Role};
+use common::routes::{self, MessageKind};
 use outbox::{write_loop, Outbox};
 use reader::FrameReader;
 use std::collections::{HashMap, HashSet};
@@ -971,7 +971,7 @@ fn detect_silent_peer(stream: &TcpStream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ballot::Ballot;
+    use common::ballot::Ballot;
     use tokio::sync::mpsc;
 
     /// `listening` on 127.0.0.1 and `dialling` connecting to it, each with a channel of

@@ -3,9 +3,9 @@
 //! host names the node is reached by). `paxos certs` and `paxos up` write them; tests
 //! issue them in memory.
 
-use crate::node::{NodeId, Role};
 use crate::tls::{identity_dns_name, identity_uri};
 use anyhow::Context;
+use common::node::{NodeId, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
