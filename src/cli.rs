@@ -5,25 +5,16 @@
 //! JSON (for `watch`, one JSON object per line). Exit codes: 0 success, 1 the request
 //! failed (the message says why), 2 wrong usage, 3 `get` of a key that has no value.
 
+use crate::api::{Api, Failure, Output};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Exit code of a failed request.
 const FAILED: u8 = 1;
 /// Exit code of `get` for a key never written.
 const NOT_FOUND: u8 = 3;
-
-/// How the answers are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Readable text.
-    Text,
-    /// The API's JSON (one document per line).
-    Json,
-}
 
 /// Where the client API is and how to print.
 #[derive(Args, Debug, Clone)]
@@ -113,21 +104,6 @@ pub enum ClientCommand {
     },
 }
 
-/// Why a command failed: what to tell the user, and the API's JSON error if there was one.
-struct Failure {
-    message: String,
-    body: Option<Json>,
-}
-
-impl Failure {
-    fn new(message: impl Into<String>) -> Failure {
-        Failure {
-            message: message.into(),
-            body: None,
-        }
-    }
-}
-
 /// Runs `command` and returns the process's exit code.
 pub fn run(command: ClientCommand) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -174,7 +150,7 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, Failure> {
             if let Some(request_id) = request_id {
                 body["request_id"] = json!(request_id);
             }
-            let answer = Api::new(&connection)?.post("/write", body).await?;
+            let answer = Api::new(&connection.endpoint)?.post("/write", body).await?;
             match connection.output {
                 Output::Json => println!("{answer}"),
                 Output::Text => println!(
@@ -198,7 +174,7 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, Failure> {
             from_slot,
             connection,
         } => crate::watch::watch(
-            Api::new(&connection)?,
+            Api::new(&connection.endpoint)?,
             patterns,
             from_slot,
             connection.output,
@@ -207,7 +183,7 @@ async fn execute(command: ClientCommand) -> Result<ExitCode, Failure> {
         .map(|()| ExitCode::SUCCESS)
         .map_err(Failure::new),
         ClientCommand::Status { connection } => {
-            let status = Api::new(&connection)?.get("/status").await?;
+            let status = Api::new(&connection.endpoint)?.get("/status").await?;
             match connection.output {
                 Output::Json => println!("{status}"),
                 Output::Text => print!("{}", status_table(&status)),
@@ -232,7 +208,7 @@ async fn get(
     if let Some(session_id) = session_id {
         body["session_id"] = json!(session_id);
     }
-    let answer = Api::new(&connection)?.post("/read", body).await?;
+    let answer = Api::new(&connection.endpoint)?.post("/read", body).await?;
     let found = answer["value"].is_string();
     match connection.output {
         Output::Json => println!("{answer}"),
@@ -250,102 +226,6 @@ async fn get(
     } else {
         ExitCode::from(NOT_FOUND)
     })
-}
-
-/// The client API, over HTTP.
-pub(crate) struct Api {
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
-}
-
-impl Api {
-    fn new(connection: &Connection) -> Result<Api, Failure> {
-        let base = connection.endpoint.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(Failure::new(format!(
-                "--endpoint must be an http:// URL, not {:?}",
-                connection.endpoint
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|error| Failure::new(format!("cannot make an HTTP client: {error}")))?;
-        Ok(Api { base, http })
-    }
-
-    async fn post(&self, path: &str, body: Json) -> Result<Json, Failure> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(60))
-            .json(&body);
-        self.answer(path, request.send().await).await
-    }
-
-    async fn get(&self, path: &str) -> Result<Json, Failure> {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(60));
-        self.answer(path, request.send().await).await
-    }
-
-    /// A POST whose answer is returned whatever its status (for callers that handle
-    /// some errors themselves).
-    pub(crate) async fn post_raw(&self, path: &str, body: Json) -> Result<(u16, Json), String> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(60))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| self.unreachable(&error))?;
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Json::Null);
-        Ok((status, body))
-    }
-
-    async fn answer(
-        &self,
-        path: &str,
-        sent: Result<reqwest::Response, reqwest::Error>,
-    ) -> Result<Json, Failure> {
-        let response = sent.map_err(|error| Failure::new(self.unreachable(&error)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|error| Failure::new(format!("{path}: the answer broke off: {error}")))?;
-        let body: Json = serde_json::from_str(&text).unwrap_or(Json::String(text));
-        if status.is_success() {
-            return Ok(body);
-        }
-        let message = body["error"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| body.to_string());
-        Err(Failure {
-            message: format!("{} {}: {message}", status.as_u16(), reason(status)),
-            body: Some(json!({ "status": status.as_u16(), "error": message })),
-        })
-    }
-
-    pub(crate) fn unreachable(&self, error: &reqwest::Error) -> String {
-        let cause = if error.is_timeout() {
-            "no answer in time".to_string()
-        } else if error.is_connect() {
-            "cannot connect (is the cluster running? `paxos up` starts one)".to_string()
-        } else {
-            error.to_string()
-        };
-        format!("the client API at {} did not answer: {cause}", self.base)
-    }
-}
-
-fn reason(status: reqwest::StatusCode) -> &'static str {
-    status.canonical_reason().unwrap_or("error")
 }
 
 /// `/status` as a table.

@@ -15,6 +15,7 @@
 //! action for them): the learner syncs its log, the others just close their sockets, since
 //! everything they acknowledged is already durable.
 
+mod api;
 mod certs;
 mod cli;
 mod up;

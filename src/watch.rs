@@ -6,7 +6,7 @@
 //! API that forgot the subscription (it restarted without its data) is subscribed to again
 //! with the same patterns, and the stream still resumes from that position.
 
-use crate::cli::{Api, Output};
+use crate::api::{Api, Output};
 use serde_json::{json, Value as Json};
 use std::time::Duration;
 

@@ -1,0 +1,497 @@
+//! Catch-up: a learner that missed slots (it was down, or a vote was lost) learns of higher
+//! slots from leaders' heartbeats, peers and reads, and fills the gap: first from peer
+//! learners (`SyncDecided` / `Decided`), then from the acceptors' votes (`SyncAccepted`).
+//! A peer that needs slots older than the history gets the whole state (`Snapshot`).
+
+use common::ballot::Slot;
+use common::message::{DecidedEntry, Message, StateSnapshot};
+use common::node::{NodeId, Role};
+
+use super::{Effect, Learner};
+
+/// The most slots one gap-filling exchange covers: a `Decided` answer holds at most this
+/// many entries and a `SyncAccepted` asks for at most this many slots, so one answer stays
+/// a reasonable frame however far behind a learner is.
+pub const SYNC_BATCH_SLOTS: u64 = 4096;
+
+/// The fewest ticks between two snapshots sent to one peer: a peer asks again every sync
+/// interval while it waits, and a large state should not be sent over and over meanwhile.
+pub const SNAPSHOT_RESEND_TICKS: u64 = 200;
+
+impl Learner {
+    pub(super) fn on_heartbeat(&mut self, from: NodeId, decided_slot_max: Slot) -> Vec<Effect> {
+        if from.role != Role::Proposer {
+            self.raise_alarm(format!("{from} sent a Heartbeat: ignored"));
+        } else if decided_slot_max == 0
+            || self.plausible_slot_from(from, "Heartbeat", decided_slot_max)
+        {
+            self.known_slot_max = self.known_slot_max.max(decided_slot_max);
+        }
+        Vec::new()
+    }
+
+    pub(super) fn on_decided(
+        &mut self,
+        from: NodeId,
+        entries: Vec<DecidedEntry>,
+        peer_applied_slot: Slot,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent Decided values: ignored"));
+            return effects;
+        }
+        if peer_applied_slot == 0 || self.plausible_slot_from(from, "Decided", peer_applied_slot) {
+            self.known_slot_max = self.known_slot_max.max(peer_applied_slot);
+        }
+        let full_batch = entries.len() as u64 >= SYNC_BATCH_SLOTS;
+        let source = format!("{from}");
+        for DecidedEntry { slot, value } in entries {
+            if self.plausible_slot_from(from, "Decided", slot) {
+                self.decide(slot, value, &source, &mut effects);
+            }
+        }
+        let applied_before = self.applied_slot;
+        self.apply_contiguous(&mut effects);
+        // A full answer means the peer probably holds more: ask for the next batch now
+        // rather than after another sync interval, so a far-behind learner catches up fast.
+        if full_batch
+            && self.applied_slot > applied_before
+            && self.known_slot_max > self.applied_slot
+        {
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::SyncDecided {
+                    from_slot: self.applied_slot + 1,
+                    limit: SYNC_BATCH_SLOTS as u32,
+                },
+            });
+        }
+        effects
+    }
+
+    pub(super) fn on_sync_decided(
+        &mut self,
+        from: NodeId,
+        from_slot: Slot,
+        limit: u32,
+    ) -> Vec<Effect> {
+        let limit = u64::from(limit).min(SYNC_BATCH_SLOTS) as usize;
+        let mut from_slot = from_slot.max(1);
+        let mut effects = Vec::new();
+        if from_slot < self.history_start && from_slot <= self.applied_slot {
+            // The peer needs slots this learner no longer holds: send the whole state, then
+            // the decided slots above it.
+            let last_sent = self.snapshot_sent_at_tick.get(&from).copied();
+            if matches!(last_sent, Some(tick) if self.now_tick < tick + SNAPSHOT_RESEND_TICKS) {
+                return effects;
+            }
+            self.snapshot_sent_at_tick.insert(from, self.now_tick);
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::Snapshot {
+                    snapshot: self.snapshot(),
+                },
+            });
+            from_slot = self.applied_slot + 1;
+        }
+        let entries = self
+            .decided
+            .range(from_slot..)
+            .take(limit)
+            .map(|(slot, value)| DecidedEntry {
+                slot: *slot,
+                value: value.clone(),
+            })
+            .collect();
+        effects.push(Effect::Send {
+            to: from,
+            message: Message::Decided {
+                entries,
+                applied_slot: self.applied_slot,
+            },
+        });
+        effects
+    }
+
+    /// A peer's whole state at a slot beyond this learner's: taken as this learner's own.
+    /// Its history then starts after the snapshot, so subscribers still waiting for slots
+    /// in between are told their position is too old rather than skipped past it.
+    pub(super) fn on_snapshot(&mut self, from: NodeId, snapshot: StateSnapshot) -> Vec<Effect> {
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent a Snapshot: ignored"));
+            return Vec::new(); // only peers send state
+        }
+        if snapshot.applied_slot <= self.applied_slot {
+            return Vec::new(); // an older state is of no use
+        }
+        if !self.plausible_slot_from(from, "Snapshot", snapshot.applied_slot) {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        let snapshot_slot = snapshot.applied_slot;
+        let stranded: Vec<(NodeId, u64)> = self
+            .subscribers
+            .iter()
+            .filter(|(_, next_slot)| **next_slot <= snapshot_slot)
+            .map(|(subscription, _)| *subscription)
+            .collect();
+        self.install_state(snapshot.clone());
+        for (subscriber, stream_id) in stranded {
+            self.subscribers.remove(&(subscriber, stream_id));
+            effects.push(self.too_old(subscriber, stream_id));
+        }
+        self.answer_parked_reads(&mut effects);
+        effects.push(Effect::PersistSnapshot {
+            snapshot,
+            retained: self.retained_entries(),
+        });
+        self.persisted_since_compaction = 0;
+        self.apply_contiguous(&mut effects);
+        effects
+    }
+
+    /// While the applied slot stays behind a known slot: after one interval ask the peer
+    /// learners, from the second interval on also ask the acceptors for their votes.
+    pub(super) fn fill_gaps(&mut self, effects: &mut Vec<Effect>) {
+        if self.known_slot_max <= self.applied_slot {
+            self.stalled_ticks = 0;
+            return;
+        }
+        self.stalled_ticks += 1;
+        let interval = self.options.sync_interval_ticks;
+        if !self.stalled_ticks.is_multiple_of(interval) {
+            return;
+        }
+        let from_slot = self.applied_slot + 1;
+        effects.push(Effect::Broadcast {
+            role: Role::Learner,
+            message: Message::SyncDecided {
+                from_slot,
+                limit: SYNC_BATCH_SLOTS as u32,
+            },
+        });
+        if self.stalled_ticks >= 2 * interval {
+            effects.push(Effect::Broadcast {
+                role: Role::Acceptor,
+                message: Message::SyncAccepted {
+                    from_slot,
+                    to_slot: self
+                        .known_slot_max
+                        .saturating_add(1)
+                        .min(from_slot.saturating_add(SYNC_BATCH_SLOTS)),
+                },
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::*;
+
+    #[test]
+    fn a_peers_decided_value_that_differs_from_the_one_decided_here_is_refused_with_an_alarm() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let (decided, other) = (write(1, "k", "a"), write(2, "k", "b"));
+        vote(&mut learner, 2, 2, ballot, &decided);
+        vote(&mut learner, 3, 2, ballot, &decided);
+        let effects = learner.handle(
+            NodeId::learner(2),
+            Message::Decided {
+                entries: vec![DecidedEntry {
+                    slot: 2,
+                    value: other,
+                }],
+                applied_slot: 2,
+            },
+        );
+        assert!(persisted_slots(&effects).is_empty());
+        assert_eq!(learner.decided_value(2), Some(&decided));
+        assert_eq!(
+            learner.alarms(),
+            ["learner2 gave slot 2 a value that differs from the one decided here: ignored (once)"]
+        );
+    }
+
+    #[test]
+    fn decided_values_and_snapshots_from_a_node_that_is_not_a_learner_are_ignored() {
+        let mut learner = learner();
+        let decided = Message::Decided {
+            entries: vec![DecidedEntry {
+                slot: 1,
+                value: write(1, "k", "v"),
+            }],
+            applied_slot: 1,
+        };
+        assert!(learner.handle(NodeId::client(1), decided).is_empty());
+        let snapshot = Message::Snapshot {
+            snapshot: StateSnapshot {
+                applied_slot: 5,
+                key_values: vec![],
+                applied_request_ids: vec![],
+            },
+        };
+        assert!(learner.handle(NodeId::acceptor(1), snapshot).is_empty());
+        assert_eq!(learner.applied_slot(), 0);
+        assert_eq!(learner.alarms().len(), 2);
+    }
+
+    #[test]
+    fn a_learner_that_missed_slots_asks_its_peers_after_the_interval_and_catches_up() {
+        let mut behind = learner();
+        let mut ahead = learner();
+        let ballot = Ballot::new(1, 1);
+        let values: Vec<Value> = (1..=3)
+            .map(|slot| write(slot, "k", &slot.to_string()))
+            .collect();
+        for acceptor in [1, 2] {
+            for (index, value) in values.iter().enumerate() {
+                vote(&mut ahead, acceptor, index as Slot + 1, ballot, value);
+            }
+        }
+        // The behind learner only heard slot 3's votes: slots 1 and 2 are a gap.
+        for acceptor in [1, 2] {
+            vote(&mut behind, acceptor, 3, ballot, &values[2]);
+        }
+        assert_eq!((behind.applied_slot(), behind.known_slot_max()), (0, 3));
+        let early = ticks(&mut behind, 19);
+        assert!(
+            broadcasts_to(&early, Role::Learner).is_empty(),
+            "waits one interval"
+        );
+        let asked = broadcasts_to(&behind.tick(), Role::Learner);
+        assert_eq!(
+            asked,
+            vec![Message::SyncDecided {
+                from_slot: 1,
+                limit: SYNC_BATCH_SLOTS as u32
+            }]
+        );
+        let reply = ahead.handle(NodeId::learner(1), asked[0].clone());
+        let [Effect::Send { to, message }] = reply.as_slice() else {
+            panic!("expected one reply, got {reply:?}")
+        };
+        assert_eq!(*to, NodeId::learner(1));
+        let effects = behind.handle(NodeId::learner(2), message.clone());
+        assert_eq!(
+            persisted_slots(&effects),
+            vec![1, 2],
+            "slot 3 was already known"
+        );
+        assert_eq!(behind.applied_slot(), 3);
+        assert_eq!(behind.value_of("k"), Some("3"));
+        let quiet = ticks(&mut behind, 100);
+        assert!(
+            broadcasts_to(&quiet, Role::Learner).is_empty(),
+            "no gap, no sync"
+        );
+    }
+
+    #[test]
+    fn a_learner_still_stuck_after_a_second_interval_asks_the_acceptors() {
+        let mut learner = learner();
+        learner.handle(
+            NodeId::proposer(1),
+            Message::Heartbeat {
+                ballot: Ballot::new(1, 1),
+                decided_slot_max: 7,
+            },
+        );
+        assert_eq!(learner.known_slot_max(), 7);
+        let first = ticks(&mut learner, 20);
+        assert_eq!(broadcasts_to(&first, Role::Learner).len(), 1);
+        assert!(broadcasts_to(&first, Role::Acceptor).is_empty());
+        let second = ticks(&mut learner, 20);
+        assert_eq!(broadcasts_to(&second, Role::Learner).len(), 1);
+        assert_eq!(
+            broadcasts_to(&second, Role::Acceptor),
+            vec![Message::SyncAccepted {
+                from_slot: 1,
+                to_slot: 8
+            }]
+        );
+        // The acceptors' answer fills the gap.
+        let entries: Vec<(Slot, Ballot, Value)> = (1..=7)
+            .map(|slot| {
+                (
+                    slot,
+                    Ballot::new(1, 1),
+                    write(slot as u128, "k", &slot.to_string()),
+                )
+            })
+            .collect();
+        let borrowed: Vec<(Slot, Ballot, &Value)> = entries
+            .iter()
+            .map(|(slot, ballot, value)| (*slot, *ballot, value))
+            .collect();
+        learner.handle(NodeId::acceptor(1), votes(&borrowed));
+        learner.handle(NodeId::acceptor(3), votes(&borrowed));
+        assert_eq!(learner.applied_slot(), 7);
+    }
+
+    #[test]
+    fn a_learner_without_a_gap_sends_only_its_progress() {
+        let mut learner = learner();
+        let effects = ticks(&mut learner, 50);
+        assert_eq!(effects.len(), 10, "progress every 5 ticks and nothing else");
+        assert!(effects.iter().all(|effect| *effect
+            == Effect::Broadcast {
+                role: Role::Proposer,
+                message: Message::LearnerProgress { applied_slot: 0 }
+            }));
+    }
+
+    #[test]
+    fn sync_decided_is_answered_from_the_slot_asked_within_the_limit() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        for acceptor in [1, 2] {
+            for slot in 1..=5 {
+                vote(&mut learner, acceptor, slot, ballot, &Value::Noop);
+            }
+        }
+        let reply = learner.handle(
+            NodeId::learner(2),
+            Message::SyncDecided {
+                from_slot: 2,
+                limit: 3,
+            },
+        );
+        assert_eq!(
+            reply,
+            vec![Effect::Send {
+                to: NodeId::learner(2),
+                message: Message::Decided {
+                    entries: (2..=4)
+                        .map(|slot| DecidedEntry {
+                            slot,
+                            value: Value::Noop
+                        })
+                        .collect(),
+                    applied_slot: 5
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_connection_is_asked_for_what_was_missed() {
+        let mut learner = Learner::recover(
+            LearnerOptions::new(1, 2),
+            [DecidedEntry {
+                slot: 1,
+                value: Value::Noop,
+            }],
+        );
+        let send = |to: NodeId, message: Message| vec![Effect::Send { to, message }];
+        assert_eq!(
+            learner.on_connected(NodeId::learner(2)),
+            send(
+                NodeId::learner(2),
+                Message::SyncDecided {
+                    from_slot: 2,
+                    limit: SYNC_BATCH_SLOTS as u32
+                }
+            )
+        );
+        assert_eq!(
+            learner.on_connected(NodeId::acceptor(3)),
+            send(
+                NodeId::acceptor(3),
+                Message::SyncAccepted {
+                    from_slot: 2,
+                    to_slot: 2 + SYNC_BATCH_SLOTS
+                }
+            )
+        );
+        assert_eq!(
+            learner.on_connected(NodeId::proposer(1)),
+            send(
+                NodeId::proposer(1),
+                Message::LearnerProgress { applied_slot: 1 }
+            )
+        );
+        assert!(learner.on_connected(NodeId::client(1)).is_empty());
+    }
+
+    #[test]
+    fn a_peer_behind_the_history_gets_a_snapshot_and_continues_after_it() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.retain_slots = 2;
+        let mut ahead = applied_learner(options, 6);
+        // A seventh slot is decided at the peer but not applied: slot 8 is missing.
+        let nine = write(9, "k9", "v9");
+        vote(&mut ahead, 1, 9, Ballot::new(1, 1), &nine);
+        vote(&mut ahead, 2, 9, Ballot::new(1, 1), &nine);
+        let mut behind = Learner::new(LearnerOptions::new(2, 2));
+        let client = NodeId::client(1);
+        // A subscriber of the behind learner waits for slot 1: the snapshot skips it.
+        behind.handle(
+            client,
+            Message::Subscribe {
+                stream_id: 5,
+                from_slot: 1,
+            },
+        );
+        let answer = ahead.handle(
+            NodeId::learner(2),
+            Message::SyncDecided {
+                from_slot: 1,
+                limit: 100,
+            },
+        );
+        let messages = applied_messages(&answer, NodeId::learner(2));
+        assert!(
+            matches!(&messages[..], [Message::Snapshot { snapshot }, Message::Decided { entries, .. }]
+                if snapshot.applied_slot == 6 && entries.len() == 1 && entries[0].slot == 9),
+            "the state, then the decided slots above it: {messages:?}"
+        );
+        let mut effects = Vec::new();
+        for message in messages {
+            effects.extend(behind.handle(NodeId::learner(1), message));
+        }
+        assert_eq!(behind.applied_slot(), 6);
+        assert_eq!(behind.history_start_slot(), 7);
+        assert_eq!(behind.value_of("k3"), Some("v3"));
+        assert_eq!(behind.snapshot(), ahead.snapshot());
+        assert!(effects.iter().any(|effect| matches!(effect,
+            Effect::PersistSnapshot { snapshot, retained }
+                if snapshot.applied_slot == 6 && retained.is_empty())));
+        assert_eq!(
+            applied_messages(&effects, client),
+            vec![Message::SubscriptionTooOld {
+                stream_id: 5,
+                oldest_available_slot: 7,
+                applied_slot: 6,
+            }],
+            "the subscriber is told, not skipped past slots 1 to 6"
+        );
+        // Asked again at once, the peer does not resend the whole state.
+        let again = ahead.handle(
+            NodeId::learner(2),
+            Message::SyncDecided {
+                from_slot: 1,
+                limit: 100,
+            },
+        );
+        assert!(!applied_messages(&again, NodeId::learner(2))
+            .iter()
+            .any(|message| matches!(message, Message::Snapshot { .. })));
+        // A snapshot no newer than the learner's state is ignored.
+        assert!(behind
+            .handle(
+                NodeId::learner(1),
+                Message::Snapshot {
+                    snapshot: StateSnapshot {
+                        applied_slot: 6,
+                        key_values: vec![],
+                        applied_request_ids: vec![],
+                    }
+                }
+            )
+            .is_empty());
+        assert_eq!(behind.value_of("k3"), Some("v3"));
+    }
+}

@@ -1,0 +1,452 @@
+//! The learner's protocol as a plain state machine: no sockets, no clock, no disk.
+//!
+//! In the paper a value is *chosen* once a quorum of acceptors accepted it under one
+//! ballot; the learner is the role that finds out. Acceptors push every vote they cast
+//! (`AcceptedValues`), and a slot is decided here when `quorum_size` distinct acceptors
+//! report the same ballot for it. Decided values are applied to the key-value map strictly
+//! in slot order, each client command at most once (a retried write may be decided in two
+//! slots). Slots this learner missed are filled from peer learners (`SyncDecided` /
+//! `Decided`) and, if they cannot help, from the acceptors' votes (`SyncAccepted`).
+//!
+//! The service feeds messages and ticks in and carries out the returned [`Effect`]s in
+//! order: every `Persist` before any `Send`, so the log on disk never lags what a client
+//! or a peer was told.
+//!
+//! The learner keeps the decided values of the last `retain_slots` applied slots (its
+//! *history*), not all of them: older slots survive only folded into the key-value state.
+//! A peer that needs slots below the history gets the whole state instead
+//! ([`Message::Snapshot`]), and the log on disk is compacted the same way
+//! ([`Effect::PersistSnapshot`]). The history also serves subscribers: a client API
+//! subscribes (`Subscribe`) and is pushed the writes of every slot as it is applied
+//! (`Applied`), after those of the retained slots it asked for; a position older than the
+//! history is refused explicitly (`SubscriptionTooOld`), never skipped.
+//!
+//! What a message says is validated before it changes anything (`from` is trusted: the
+//! network authenticated it): votes only from acceptors, decided values and snapshots only
+//! from learners, slots only in `[1, MAX_PLAUSIBLE_SLOT]`, and a peer's value that
+//! contradicts one decided here is refused. Each refusal raises an alarm
+//! ([`Learner::alarms`]), the core's only record since it does not log.
+//!
+//! The [`Learner`] struct, its options, [`Effect`] and the dispatch of messages and ticks
+//! live here; each concept of the protocol has its module, each adding to `impl Learner`:
+//! - `votes`: counting the acceptors' reports until a quorum decides a slot;
+//! - `applied_state`: the key-value map, and applying decided values in slot order;
+//! - `reads`: reads at a slot, waiting for it or timing out (`ReadTimedOut`);
+//! - `catch_up`: filling gaps from peer learners and acceptors, snapshots between peers;
+//! - `subscriptions`: the change feed pushed to client APIs;
+//! - `history`: the decided values kept after applying, compaction and recovery of the log.
+
+use common::alarm::{Alarm, Alarms};
+use common::ballot::{is_plausible_slot, Slot, MAX_PLAUSIBLE_SLOT};
+use common::message::{DecidedEntry, Message, RoleStatus, StateSnapshot};
+use common::node::{NodeId, Role};
+use common::value::{RequestId, Value};
+use std::collections::BTreeMap;
+
+mod applied_state;
+mod catch_up;
+mod history;
+mod reads;
+mod subscriptions;
+#[cfg(test)]
+mod test_support;
+mod votes;
+
+pub use catch_up::{SNAPSHOT_RESEND_TICKS, SYNC_BATCH_SLOTS};
+pub use history::DEFAULT_RETAIN_SLOTS;
+pub use subscriptions::APPLIED_CHUNK_BYTES;
+
+use reads::ParkedRead;
+use votes::SlotVotes;
+
+/// How a learner behaves; the counts are in ticks (`common::TICK_MILLISECONDS` each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnerOptions {
+    /// This learner's id, from 1.
+    pub id: u32,
+    /// Votes with one ballot, from distinct acceptors, that decide a slot.
+    pub quorum_size: usize,
+    /// A read waiting for a slot not yet applied gives up after this many ticks.
+    pub read_timeout_ticks: u64,
+    /// How often the applied slot is sent to the proposers.
+    pub progress_interval_ticks: u64,
+    /// How long the applied slot may stay behind a known slot before gap filling starts.
+    pub sync_interval_ticks: u64,
+    /// How many applied slots keep their decided value (the history): `[applied_slot -
+    /// retain_slots + 1, applied_slot]`. Older slots live on only in the state, so memory
+    /// and the log stay bounded; a peer or subscriber behind the history gets a snapshot or
+    /// an explicit `SubscriptionTooOld`.
+    pub retain_slots: u64,
+    /// How often subscribers hear an empty `Applied` when nothing was applied, so that
+    /// they know the stream is alive.
+    pub subscriber_heartbeat_ticks: u64,
+}
+
+impl LearnerOptions {
+    /// Options for learner `id` deciding with `quorum_size` votes, other counts at their
+    /// defaults (read timeout 300 ticks, progress every 5 ticks, sync after 20 ticks,
+    /// [`DEFAULT_RETAIN_SLOTS`] slots of history, a subscriber heartbeat every 50 ticks).
+    pub fn new(id: u32, quorum_size: usize) -> Self {
+        LearnerOptions {
+            id,
+            quorum_size,
+            read_timeout_ticks: 300,
+            progress_interval_ticks: 5,
+            sync_interval_ticks: 20,
+            retain_slots: DEFAULT_RETAIN_SLOTS,
+            subscriber_heartbeat_ticks: 50,
+        }
+    }
+}
+
+/// What the service must do, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Append this newly decided slot to the learner's log (before any later `Send`).
+    Persist(DecidedEntry),
+    /// Send `message` to `to`, if connected.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
+    /// Send `message` to every connected node of `role`.
+    Broadcast {
+        /// The receivers' role.
+        role: Role,
+        /// The message.
+        message: Message,
+    },
+    /// Replace the whole log by `snapshot` followed by `retained` (before any later effect):
+    /// the log then restores exactly the learner's present state and history. Emitted when
+    /// a peer's snapshot was installed, and to compact a log that outgrew the history.
+    PersistSnapshot {
+        /// The state at `snapshot.applied_slot`.
+        snapshot: StateSnapshot,
+        /// Every decided value the learner holds: its history (slots at or below the
+        /// snapshot, kept for peers and subscribers) and decided slots not applied yet.
+        retained: Vec<DecidedEntry>,
+    },
+}
+
+/// One learner: the votes it counts, the decided log and the key-value state it applies.
+pub struct Learner {
+    options: LearnerOptions,
+    /// Ticks since start; the only clock.
+    now_tick: u64,
+    /// Every slot `<= applied_slot` is decided and applied.
+    applied_slot: Slot,
+    /// The highest slot heard of (voted on, decided, or named by a leader, peer or read).
+    known_slot_max: Slot,
+    /// Decided values: the history `[history_start, applied_slot]` and every decided slot
+    /// above `applied_slot`. Peers that missed slots and subscribers are served from here.
+    decided: BTreeMap<Slot, Value>,
+    /// The oldest slot whose value is still in `decided` (once applied); slots below are
+    /// folded into `key_values` only.
+    history_start: Slot,
+    /// Votes for slots above `applied_slot` that are not decided yet.
+    votes: BTreeMap<Slot, SlotVotes>,
+    /// The replicated state: the result of applying slots `[1, applied_slot]`.
+    key_values: BTreeMap<String, String>,
+    /// Request ids of every command applied, with the slot that applied it, so a retried
+    /// write applies once and a subscriber is told which command of a slot took effect.
+    applied_request_ids: BTreeMap<RequestId, Slot>,
+    /// Reads waiting for a slot, by the slot they wait for.
+    parked_reads: BTreeMap<Slot, Vec<ParkedRead>>,
+    /// Consecutive ticks during which `applied_slot` stayed behind `known_slot_max`.
+    stalled_ticks: u64,
+    /// Each subscription (the client API's node and its stream id) and the next slot
+    /// to push to it.
+    subscribers: BTreeMap<(NodeId, u64), Slot>,
+    /// Decided slots persisted since the log was last replaced by a snapshot.
+    persisted_since_compaction: u64,
+    /// When a snapshot was last sent to each peer.
+    snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
+    /// What this learner refused from the network, and why.
+    alarms: Alarms,
+}
+
+impl Learner {
+    /// A learner that has decided nothing.
+    pub fn new(options: LearnerOptions) -> Self {
+        assert!(options.quorum_size >= 1, "a quorum holds at least one vote");
+        assert!(
+            options.read_timeout_ticks >= 1
+                && options.progress_interval_ticks >= 1
+                && options.sync_interval_ticks >= 1
+                && options.retain_slots >= 1
+                && options.subscriber_heartbeat_ticks >= 1,
+            "tick intervals are at least one tick: {options:?}"
+        );
+        Learner {
+            options,
+            now_tick: 0,
+            applied_slot: 0,
+            known_slot_max: 0,
+            decided: BTreeMap::new(),
+            history_start: 1,
+            votes: BTreeMap::new(),
+            key_values: BTreeMap::new(),
+            applied_request_ids: BTreeMap::new(),
+            parked_reads: BTreeMap::new(),
+            stalled_ticks: 0,
+            subscribers: BTreeMap::new(),
+            persisted_since_compaction: 0,
+            snapshot_sent_at_tick: BTreeMap::new(),
+            alarms: Alarms::new(),
+        }
+    }
+
+    /// What this learner refused from the network and why, one line per distinct alarm
+    /// with its count (at most [`common::alarm::ALARMS_MAX`], plus one saying how many
+    /// older ones were evicted). The service shows them on `/status`.
+    pub fn alarms(&self) -> Vec<String> {
+        self.alarms.texts()
+    }
+
+    /// The alarms with their counts and first and last occurrence tick.
+    pub fn alarm_entries(&self) -> &[Alarm] {
+        self.alarms.entries()
+    }
+
+    fn raise_alarm(&mut self, text: String) {
+        self.alarms.raise(self.now_tick, text);
+    }
+
+    /// Whether `slot`, named in a `kind` from `from`, is plausible; raises an alarm if not.
+    fn plausible_slot_from(&mut self, from: NodeId, kind: &str, slot: Slot) -> bool {
+        if is_plausible_slot(slot) {
+            return true;
+        }
+        self.raise_alarm(format!(
+            "{from} sent a {kind} naming slot {slot}, outside [1, {MAX_PLAUSIBLE_SLOT}]: ignored"
+        ));
+        false
+    }
+
+    /// Handles `message` from `from`. Messages meant for other roles are ignored;
+    /// `StatusRequest` is answered by the service with [`Learner::status`].
+    pub fn handle(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
+        match message {
+            Message::AcceptedValues { entries } => self.on_accepted_values(from, entries),
+            Message::Heartbeat {
+                decided_slot_max, ..
+            } => self.on_heartbeat(from, decided_slot_max),
+            Message::Decided {
+                entries,
+                applied_slot,
+            } => self.on_decided(from, entries, applied_slot),
+            Message::SyncDecided { from_slot, limit } => {
+                self.on_sync_decided(from, from_slot, limit)
+            }
+            Message::Read {
+                read_id,
+                key,
+                min_slot,
+            } => self.on_read(from, read_id, key, min_slot),
+            Message::Subscribe {
+                stream_id,
+                from_slot,
+            } => self.on_subscribe(from, stream_id, from_slot),
+            Message::Unsubscribe { stream_id } => {
+                self.subscribers.remove(&(from, stream_id));
+                Vec::new()
+            }
+            Message::ReadApplied {
+                stream_id,
+                from_slot,
+                limit,
+            } => self.on_read_applied(from, stream_id, from_slot, limit),
+            Message::Snapshot { snapshot } => self.on_snapshot(from, snapshot),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The connection to `node` closed: its subscriptions end (a client API that comes
+    /// back subscribes again from the slot it needs).
+    pub fn on_disconnected(&mut self, node: NodeId) -> Vec<Effect> {
+        self.subscribers
+            .retain(|(subscriber, _), _| *subscriber != node);
+        self.snapshot_sent_at_tick.remove(&node);
+        Vec::new()
+    }
+
+    /// Advances time by one tick: reports progress to the proposers, fills gaps and
+    /// expires reads that waited too long.
+    pub fn tick(&mut self) -> Vec<Effect> {
+        self.now_tick += 1;
+        let mut effects = Vec::new();
+        if self
+            .now_tick
+            .is_multiple_of(self.options.progress_interval_ticks)
+        {
+            effects.push(Effect::Broadcast {
+                role: Role::Proposer,
+                message: Message::LearnerProgress {
+                    applied_slot: self.applied_slot,
+                },
+            });
+        }
+        self.fill_gaps(&mut effects);
+        self.expire_reads(&mut effects);
+        if self
+            .now_tick
+            .is_multiple_of(self.options.subscriber_heartbeat_ticks)
+        {
+            self.heartbeat_subscribers(&mut effects);
+        }
+        self.compact_log(&mut effects);
+        effects
+    }
+
+    /// A connection to `node` opened: a peer learner or an acceptor is asked for what this
+    /// learner may have missed while apart; a proposer hears the applied slot at once.
+    pub fn on_connected(&mut self, node: NodeId) -> Vec<Effect> {
+        let from_slot = self.applied_slot + 1;
+        let message = match node.role {
+            Role::Learner => Message::SyncDecided {
+                from_slot,
+                limit: SYNC_BATCH_SLOTS as u32,
+            },
+            Role::Acceptor => Message::SyncAccepted {
+                from_slot,
+                to_slot: from_slot + SYNC_BATCH_SLOTS,
+            },
+            Role::Proposer => Message::LearnerProgress {
+                applied_slot: self.applied_slot,
+            },
+            Role::Client => return Vec::new(),
+        };
+        vec![Effect::Send { to: node, message }]
+    }
+
+    /// The learner's report for `/status`.
+    pub fn status(&self) -> RoleStatus {
+        RoleStatus::Learner {
+            applied_slot: self.applied_slot,
+            known_slot_max: self.known_slot_max,
+            key_count: self.key_values.len() as u64,
+        }
+    }
+
+    /// Every slot `<= applied_slot()` is decided and applied (0 before the first).
+    pub fn applied_slot(&self) -> Slot {
+        self.applied_slot
+    }
+
+    /// The highest slot this learner has heard of.
+    pub fn known_slot_max(&self) -> Slot {
+        self.known_slot_max
+    }
+
+    /// The value of `key` as of `applied_slot()`, if it was ever written.
+    pub fn value_of(&self, key: &str) -> Option<&str> {
+        self.key_values.get(key).map(String::as_str)
+    }
+
+    /// The value decided for `slot`, applied or not, while the learner holds it (for
+    /// tests and simulation).
+    pub fn decided_value(&self, slot: Slot) -> Option<&Value> {
+        self.decided.get(&slot)
+    }
+
+    /// The oldest slot whose writes this learner can still send (to a peer or a
+    /// subscriber); older slots exist only folded into the state.
+    pub fn history_start_slot(&self) -> Slot {
+        self.history_start
+    }
+
+    /// How many subscriptions this learner pushes to.
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::test_support::*;
+
+    #[test]
+    fn slots_beyond_the_plausible_maximum_are_refused_with_an_alarm_and_nothing_overflows() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let value = write(1, "k", "v");
+        for acceptor in 1..=2 {
+            vote(&mut learner, acceptor, Slot::MAX, ballot, &value);
+        }
+        let proposer = NodeId::proposer(1);
+        let client = NodeId::client(1);
+        for (from, message) in [
+            (
+                proposer,
+                Message::Heartbeat {
+                    ballot,
+                    decided_slot_max: Slot::MAX,
+                },
+            ),
+            (
+                NodeId::learner(2),
+                Message::Decided {
+                    entries: vec![DecidedEntry {
+                        slot: Slot::MAX,
+                        value: value.clone(),
+                    }],
+                    applied_slot: Slot::MAX,
+                },
+            ),
+            (
+                client,
+                Message::Subscribe {
+                    stream_id: 1,
+                    from_slot: Slot::MAX,
+                },
+            ),
+            (
+                client,
+                Message::ReadApplied {
+                    stream_id: 1,
+                    from_slot: Slot::MAX,
+                    limit: u32::MAX,
+                },
+            ),
+            (
+                NodeId::learner(2),
+                Message::Snapshot {
+                    snapshot: StateSnapshot {
+                        applied_slot: Slot::MAX,
+                        key_values: vec![],
+                        applied_request_ids: vec![],
+                    },
+                },
+            ),
+        ] {
+            assert!(learner.handle(from, message).is_empty());
+        }
+        let read = learner.handle(
+            client,
+            Message::Read {
+                read_id: 4,
+                key: "k".into(),
+                min_slot: Slot::MAX,
+            },
+        );
+        assert_eq!(
+            read,
+            vec![Effect::Send {
+                to: client,
+                message: Message::ReadTimedOut {
+                    read_id: 4,
+                    applied_slot: 0
+                }
+            }]
+        );
+        assert_eq!(learner.known_slot_max(), 0, "no implausible slot was taken");
+        assert_eq!(learner.decided_value(Slot::MAX), None);
+        assert!(learner.alarms()[0].starts_with(&format!(
+            "acceptor1 sent a vote naming slot {}, outside [1, 4611686018427387904]",
+            Slot::MAX
+        )));
+        ticks(&mut learner, 100);
+    }
+}
