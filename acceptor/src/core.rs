@@ -20,6 +20,7 @@ use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use common::message::{AcceptedEntry, Message, RoleStatus};
 use common::node::{NodeId, Role};
+use common::ready::{Core, Destination, Event, Outgoing, Ready};
 use common::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -434,6 +435,63 @@ impl Acceptor {
             );
         }
     }
+}
+
+/// The acceptor under the one contract of every role (see [`common::ready`]): each record
+/// is appended and must be durable (one sync per batch) before any answer leaves, so every
+/// answer is a persisted message; the votes for learners of a whole batch leave as one
+/// `AcceptedValues` (the learners count entries, not messages).
+impl Core for Acceptor {
+    type Record = Record;
+
+    fn on_event(&mut self, event: Event, ready: &mut Ready<Record>) {
+        let Event::Message(from, message) = event else {
+            return; // connections carry no protocol for an acceptor
+        };
+        for effect in self.handle(from, message) {
+            match effect {
+                Effect::Persist(record) => {
+                    ready.append(record);
+                    ready.require_sync();
+                }
+                Effect::Send { to, message } => ready.send_after_persist(to, message),
+                Effect::SendToLearners(Message::AcceptedValues { entries }) => {
+                    merge_votes(ready, entries)
+                }
+                Effect::SendToLearners(message) => ready.persisted_messages.push(Outgoing {
+                    to: Destination::Role(Role::Learner),
+                    message,
+                }),
+            }
+        }
+    }
+
+    fn on_tick(&mut self, _ready: &mut Ready<Record>) {}
+
+    fn status(&self) -> RoleStatus {
+        Acceptor::status(self)
+    }
+
+    fn alarms(&self) -> Vec<String> {
+        Acceptor::alarms(self)
+    }
+}
+
+/// Adds `entries` to the batch's one `AcceptedValues` for every learner.
+fn merge_votes(ready: &mut Ready<Record>, mut entries: Vec<AcceptedEntry>) {
+    let to_learners = Destination::Role(Role::Learner);
+    for outgoing in &mut ready.persisted_messages {
+        if let (true, Message::AcceptedValues { entries: batch }) =
+            (outgoing.to == to_learners, &mut outgoing.message)
+        {
+            batch.append(&mut entries);
+            return;
+        }
+    }
+    ready.persisted_messages.push(Outgoing {
+        to: to_learners,
+        message: Message::AcceptedValues { entries },
+    });
 }
 
 #[cfg(test)]

@@ -11,8 +11,17 @@
 //! The log only grows (each Accept adds a record), so it is compacted: once it exceeds
 //! `max(64 MiB, 2 × its size right after the last compaction)` it is rewritten atomically
 //! with [`Acceptor::snapshot`], one record per slot plus the promise.
+//!
+//! [`recover_in`] checks the data directory's identity and replays the log (the same code
+//! in the service and in the simulation); [`AcceptorLog`] is the log as the driver of
+//! every role uses it: appends, one sync per batch that also records the first vote of an
+//! incarnation in the identity, and compaction after the batch's answers left.
 
+use crate::config::AcceptorConfig;
 use crate::core::{Acceptor, Record};
+use crate::identity::{self, Identity, IdentityError, IdentityFile, Startup};
+use common::ready::Write;
+use runtime::driver::Log;
 use runtime::file_system::{FileSystem, RealFileSystem};
 use runtime::wal::{Wal, WalError};
 use std::fmt;
@@ -202,6 +211,229 @@ impl Storage {
     /// The log file.
     pub fn path(&self) -> &Path {
         self.wal.path()
+    }
+}
+
+/// The acceptor's log under the driver of every role ([`runtime::driver`]): its records
+/// and its identity, or nothing for an acceptor that refuses to vote (corruption,
+/// amnesia), which writes nothing.
+pub struct AcceptorLog {
+    durable: Option<Durable>,
+    /// Whether records were appended since the last sync.
+    appended_since_sync: bool,
+}
+
+/// The log and the identity of an acceptor that votes.
+struct Durable {
+    log: Storage,
+    identity: IdentityFile,
+}
+
+/// An incarnation as the logs show it: 32 hex digits.
+pub fn incarnation_text(identity: &Identity) -> String {
+    format!("{:032x}", identity.incarnation)
+}
+
+/// Checks whose data directory this is, opens the log and replays it. A directory of
+/// another acceptor or cluster, or a log or identity that cannot be read at all, is an
+/// error. A corrupt log or identity, or amnesia, is never a fresh start (an acceptor that
+/// forgot its promises could let two values be chosen): the acceptor then runs refusing
+/// to vote, without storage.
+///
+/// `rebuild` replays the records (it is [`Acceptor::recover`] but for the simulation's
+/// planted bugs). Runs in production and in the simulation alike.
+pub fn recover_in(
+    config: &AcceptorConfig,
+    file_system: Arc<dyn FileSystem>,
+    rebuild: fn(u32, Vec<Record>) -> Acceptor,
+) -> anyhow::Result<(Acceptor, AcceptorLog)> {
+    let data_dir = &config.data_dir;
+    let cannot_start = |error: anyhow::Error| {
+        tracing::error!("{error:#}; refusing to start");
+        error.context(format!(
+            "acceptor {} cannot recover its state from {}",
+            config.id,
+            data_dir.display()
+        ))
+    };
+    let found = match identity::read(file_system.as_ref(), data_dir) {
+        Ok(found) => found,
+        Err(error @ IdentityError::Corrupt { .. }) => return Ok(refusing(config, &error)),
+        Err(error) => return Err(cannot_start(error.into())),
+    };
+    if let Some(found) = &found {
+        identity::check_owner(found, data_dir, &config.cluster_id, config.id)
+            .map_err(|error| cannot_start(error.into()))?;
+    }
+    let log = data_dir.join(LOG_FILE_NAME);
+    if let Some(voted) = found.as_ref().filter(|found| found.has_voted) {
+        if !file_system.exists(&log) {
+            // Not even created: the directory stays as found, for the operator.
+            return Ok(amnesia(config, identity::amnesia_reason(voted, &log)));
+        }
+    }
+    let (mut storage, records) = match Storage::open_in(file_system.clone(), data_dir) {
+        Ok(opened) => opened,
+        Err(error) if error.is_corruption() => return Ok(refusing(config, &error)),
+        Err(error) => return Err(cannot_start(error.into())),
+    };
+    let identity = match identity::assess(found.as_ref(), records.len(), &log) {
+        Startup::Amnesia(reason) => return Ok(amnesia(config, reason)),
+        startup => identity_to_vote_with(config, found.clone(), startup),
+    };
+    if Some(&identity) != found.as_ref() {
+        identity::write(file_system.as_ref(), data_dir, &identity).map_err(|error| {
+            cannot_start(anyhow::Error::new(error).context("writing the identity"))
+        })?;
+        tracing::info!(
+            incarnation = %incarnation_text(&identity),
+            has_voted = identity.has_voted,
+            "wrote the data directory's identity"
+        );
+    }
+    storage.stagger_compaction(config.id);
+    let acceptor = rebuild(config.id, records);
+    let identity = IdentityFile::new(file_system, data_dir, identity);
+    Ok((
+        acceptor,
+        AcceptorLog {
+            durable: Some(Durable {
+                log: storage,
+                identity,
+            }),
+            appended_since_sync: false,
+        },
+    ))
+}
+
+/// The identity an acceptor that votes keeps, for a `startup` other than amnesia.
+fn identity_to_vote_with(
+    config: &AcceptorConfig,
+    found: Option<Identity>,
+    startup: Startup,
+) -> Identity {
+    let new_incarnation = || {
+        Identity::new(
+            &config.cluster_id,
+            config.id,
+            identity::random_incarnation(),
+        )
+    };
+    match startup {
+        Startup::Known => found.expect("assess knows an identity only if one was found"),
+        Startup::Fresh => new_incarnation(),
+        Startup::RecordVoted => Identity {
+            has_voted: true,
+            ..found.unwrap_or_else(new_incarnation)
+        },
+        Startup::Amnesia(_) => unreachable!("an acceptor with amnesia keeps no identity"),
+    }
+}
+
+/// An acceptor whose log or identity is corrupt, refusing to vote.
+fn refusing(config: &AcceptorConfig, error: &dyn std::error::Error) -> (Acceptor, AcceptorLog) {
+    tracing::error!(
+        %error,
+        "the acceptor's data directory is corrupt: running, but refusing to vote until an \
+         operator repairs or replaces it"
+    );
+    (
+        Acceptor::refusing(config.id, error.to_string()),
+        AcceptorLog {
+            durable: None,
+            appended_since_sync: false,
+        },
+    )
+}
+
+/// An acceptor that lost its memory, refusing to vote.
+fn amnesia(config: &AcceptorConfig, reason: String) -> (Acceptor, AcceptorLog) {
+    tracing::warn!(data_dir = %config.data_dir.display(), "{reason}");
+    (
+        Acceptor::refusing(config.id, reason),
+        AcceptorLog {
+            durable: None,
+            appended_since_sync: false,
+        },
+    )
+}
+
+impl AcceptorLog {
+    /// Whether the acceptor votes (it has a log); false while it refuses to.
+    pub fn votes(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// The log's storage, if the acceptor votes.
+    pub fn storage(&self) -> Option<&Storage> {
+        self.durable.as_ref().map(|durable| &durable.log)
+    }
+
+    /// The log's storage, for a harness that lowers its compaction threshold.
+    pub fn storage_mut(&mut self) -> Option<&mut Storage> {
+        self.durable.as_mut().map(|durable| &mut durable.log)
+    }
+
+    /// The identity this acceptor votes with.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.durable
+            .as_ref()
+            .map(|durable| durable.identity.identity())
+    }
+
+    fn durable(&mut self) -> &mut Durable {
+        self.durable
+            .as_mut()
+            .expect("invariant violated: an acceptor refusing to vote persists nothing")
+    }
+}
+
+impl Log<Acceptor> for AcceptorLog {
+    fn write(&mut self, writes: Vec<Write<Record>>) -> io::Result<()> {
+        self.appended_since_sync |= !writes.is_empty();
+        let log = &mut self.durable().log;
+        for write in writes {
+            match write {
+                Write::Append(record) => log.append(&record),
+                Write::Replace(_) => unreachable!("the acceptor's core only appends"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs the log (once per batch), then, once per incarnation, records in the identity
+    /// that it has voted. After the log sync: a crash before it leaves records that the
+    /// next start trusts (nothing was answered). Before the answers: once anything is
+    /// answered, a log found empty is amnesia. Nothing to do when nothing was appended
+    /// (a stop, or an acceptor refusing to vote).
+    fn sync(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.appended_since_sync) {
+            return Ok(());
+        }
+        let durable = self.durable();
+        durable.log.sync()?;
+        if durable.identity.record_voted()? {
+            tracing::info!(
+                incarnation = %incarnation_text(durable.identity.identity()),
+                "recorded in the identity that this incarnation has voted"
+            );
+        }
+        Ok(())
+    }
+
+    /// Compacts the log once it outgrew its threshold.
+    fn maintain(&mut self, acceptor: &Acceptor) -> io::Result<()> {
+        let Some(durable) = self.durable.as_mut() else {
+            return Ok(());
+        };
+        if durable.log.compact_if_needed(acceptor)? {
+            tracing::info!(
+                log_bytes = durable.log.length_bytes(),
+                accepted_slots = acceptor.accepted_slot_count(),
+                "compacted the log"
+            );
+        }
+        Ok(())
     }
 }
 

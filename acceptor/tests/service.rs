@@ -348,7 +348,7 @@ async fn an_fsync_error_stops_the_acceptor_process() {
         "the acceptor must exit with status 1 on an fsync error; stderr:\n{stderr}"
     );
     assert!(
-        stderr.contains("syncing the log failed; stopping the acceptor"),
+        stderr.contains("the log's sync failed; stopping"),
         "the log says why:\n{stderr}"
     );
 }

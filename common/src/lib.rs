@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod linearizability;
 pub mod message;
 pub mod node;
+pub mod ready;
 pub mod routes;
 pub mod value;
 

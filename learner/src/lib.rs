@@ -38,3 +38,4 @@
 pub mod config;
 pub mod core;
 pub mod service;
+pub mod storage;

@@ -10,8 +10,8 @@ use common::fuzzing::{self, Anchors};
 use common::message::{AcceptedEntry, DecidedEntry, Message, StateSnapshot};
 use common::node::NodeId;
 use common::value::Value;
+use learner::core::LearnerRecord;
 use learner::core::{Effect, Learner, LearnerOptions};
-use learner::service::LearnerRecord;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -167,7 +167,7 @@ fn the_learner_harness_catches_a_planted_panic_on_a_read_of_slot_u64_max() {
 
 #[test]
 fn damaged_log_records_decode_to_errors_without_panics() {
-    fuzzing::fuzz("learner::service::LearnerRecord decode", 20_000, |random| {
+    fuzzing::fuzz("learner::core::LearnerRecord decode", 20_000, |random| {
         let anchors = Anchors::default();
         let record = if random.random_bool(0.5) {
             LearnerRecord::Decided(fuzzing::decided_entry(random, &anchors))

@@ -277,9 +277,9 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
         "{} records remain of {SLOTS} decided slots",
         log.records.len()
     );
-    let first: learner::service::LearnerRecord = postcard::from_bytes(&log.records[0]).unwrap();
+    let first: learner::core::LearnerRecord = postcard::from_bytes(&log.records[0]).unwrap();
     assert!(
-        matches!(first, learner::service::LearnerRecord::Snapshot(_)),
+        matches!(first, learner::core::LearnerRecord::Snapshot(_)),
         "a compacted log starts with the state"
     );
     drop(log);

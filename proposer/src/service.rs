@@ -1,16 +1,19 @@
-//! The proposer service: the network and the round file around [`crate::core::Proposer`],
-//! on one thread (see [`runtime::event_loop`]).
+//! The proposer service: the [`Proposer`] core in the driver every role shares
+//! ([`runtime::driver`]) over its round log ([`RoundStore`]) and the network, on one thread
+//! (see [`runtime::event_loop`]).
 
 use crate::config::ProposerConfig;
-use crate::core::{Effect, Proposer, ProposerOptions};
+use crate::core::{Proposer, ProposerOptions};
+use crate::storage::RoundStore;
 use anyhow::Context;
-use common::message::{Message, NodeStatus};
 use common::node::NodeId;
 use common::TICK_MILLISECONDS;
-use runtime::event_loop::{self, Driver, LoopOptions, NodeThread};
-use runtime::network::{Inbound, Network, Transport};
-use runtime::wal::Wal;
+use runtime::driver::NodeDriver;
+use runtime::event_loop::{self, LoopOptions, NodeThread, BATCH_EVENTS_MAX};
+use runtime::file_system::RealFileSystem;
+use runtime::network::Transport;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A running proposer; dropping it stops it and closes its connections.
@@ -40,40 +43,11 @@ fn milliseconds_to_ticks(milliseconds: u64) -> u64 {
     milliseconds.div_ceil(TICK_MILLISECONDS).max(1)
 }
 
-/// The durable highest round: a log of rounds, the last one counts.
-struct RoundStore {
-    wal: Wal,
-}
-
-impl RoundStore {
-    fn open(config: &ProposerConfig) -> anyhow::Result<(RoundStore, u64)> {
-        let recovered = Wal::open(config.data_dir.join("proposer-round.wal"))
-            .with_context(|| format!("opening {}", config.data_dir.display()))?;
-        let mut round = 0;
-        for record in &recovered.records {
-            let bytes: [u8; 8] = record
-                .as_slice()
-                .try_into()
-                .context("proposer round record is not 8 bytes: corrupt")?;
-            round = round.max(u64::from_le_bytes(bytes));
-        }
-        Ok((RoundStore { wal: recovered.wal }, round))
-    }
-
-    fn persist(&mut self, round: u64) -> std::io::Result<()> {
-        if self.wal.length_bytes() > 1 << 20 {
-            self.wal.rewrite([&round.to_le_bytes()[..]])?;
-            return Ok(());
-        }
-        self.wal.append(&round.to_le_bytes());
-        self.wal.sync()
-    }
-}
-
 /// Starts a proposer on `config.listen` (port 0 picks a free port), on a thread of its own
 /// (see [`runtime::event_loop`]).
 pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
-    let (round_store, persisted_round) = RoundStore::open(&config)?;
+    let (round_store, persisted_round) =
+        RoundStore::open_in(Arc::new(RealFileSystem), &config.data_dir)?;
     let mut options = ProposerOptions::new(
         config.id,
         config.quorum_size,
@@ -102,8 +76,8 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     let loop_options = LoopOptions {
         tick: Duration::from_millis(TICK_MILLISECONDS),
         // Timers (heartbeats, retransmissions, the leader timeout) catch up after a stall.
-        max_catch_up_ticks: 100,
-        max_batch_events: MAX_BATCH_MESSAGES,
+        catch_up_ticks_max: 100,
+        batch_events_max: BATCH_EVENTS_MAX,
     };
     let node = event_loop::start(
         me,
@@ -111,12 +85,22 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         peers,
         transport,
         loop_options,
-        move |network| ProposerDriver {
-            proposer,
-            network,
-            round_store,
-            effects: Vec::new(),
-            was_leader: false,
+        move |network| {
+            let mut was_leader = false;
+            NodeDriver::new(proposer, round_store, network).with_observer(
+                move |proposer: &Proposer| {
+                    if proposer.is_leader() == was_leader {
+                        return;
+                    }
+                    was_leader = proposer.is_leader();
+                    match proposer.leader_ballot() {
+                        Some(ballot) => {
+                            tracing::info!(proposer = proposer.id(), %ballot, "became leader")
+                        }
+                        None => tracing::info!(proposer = proposer.id(), "no longer leader"),
+                    }
+                },
+            )
         },
     )
     .await?;
@@ -130,99 +114,4 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
         "proposer started"
     );
     Ok(ProposerHandle { address, node })
-}
-
-/// Most messages handled before the effects of a batch are carried out.
-const MAX_BATCH_MESSAGES: usize = 4096;
-
-/// The core, its round file and the network, driven by [`runtime::event_loop::run`].
-struct ProposerDriver {
-    proposer: Proposer,
-    network: Network,
-    round_store: RoundStore,
-    /// The effects of the batch so far.
-    effects: Vec<Effect>,
-    was_leader: bool,
-}
-
-impl Driver for ProposerDriver {
-    fn handle(&mut self, event: Inbound) {
-        match event {
-            Inbound::Message(from, Message::StatusRequest { request_id }) => {
-                self.network.send(
-                    from,
-                    Message::StatusReply {
-                        request_id,
-                        status: NodeStatus {
-                            node: self.network.me(),
-                            detail: self.proposer.status(),
-                            peers: self.network.peer_statuses(),
-                            alarms: self
-                                .network
-                                .alarms()
-                                .into_iter()
-                                .chain(self.proposer.alarms())
-                                .collect(),
-                        },
-                    },
-                );
-            }
-            Inbound::Message(from, message) => {
-                self.effects.extend(self.proposer.handle(from, message))
-            }
-            Inbound::Connected(node) => {
-                tracing::debug!(%node, "connected");
-                self.proposer.on_connected(node);
-            }
-            Inbound::Disconnected(node) => {
-                tracing::debug!(%node, "disconnected");
-                self.proposer.on_disconnected(node);
-            }
-        }
-    }
-
-    fn tick(&mut self) {
-        self.effects.extend(self.proposer.tick());
-    }
-
-    /// Carries out the batch's effects in order. Messages are queued and written together
-    /// at the end (one write per peer for the whole batch); a `PersistRound` is durable
-    /// before any message queued after it is written.
-    fn end_batch(&mut self) {
-        for effect in self.effects.drain(..) {
-            match effect {
-                Effect::PersistRound(round) => {
-                    if let Err(error) = self.round_store.persist(round) {
-                        tracing::error!(%error, round, "cannot make the round durable; stopping");
-                        std::process::exit(1);
-                    }
-                }
-                Effect::Send { to, message } => {
-                    self.network.queue(to, &message);
-                }
-                Effect::Answer {
-                    client,
-                    relay,
-                    message,
-                } => {
-                    if !self.network.queue(client, &message) {
-                        self.network.queue(relay, &message);
-                    }
-                }
-                Effect::Broadcast { role, message } => {
-                    self.network.queue_broadcast_to(role, &message)
-                }
-            }
-        }
-        self.network.flush();
-        if self.proposer.is_leader() != self.was_leader {
-            self.was_leader = self.proposer.is_leader();
-            match self.proposer.leader_ballot() {
-                Some(ballot) => {
-                    tracing::info!(proposer = self.proposer.id(), %ballot, "became leader")
-                }
-                None => tracing::info!(proposer = self.proposer.id(), "no longer leader"),
-            }
-        }
-    }
 }

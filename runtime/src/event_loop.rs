@@ -9,8 +9,8 @@
 //! the proposer and one in each acceptor.
 //!
 //! The loop, [`run`]: wait for an event or the next tick; hand the event, and every event
-//! already queued (up to [`LoopOptions::max_batch_events`]), to the driver; advance the
-//! clock by the ticks that are due (at most [`LoopOptions::max_catch_up_ticks`] after a
+//! already queued (up to [`LoopOptions::batch_events_max`]), to the driver; advance the
+//! clock by the ticks that are due (at most [`LoopOptions::catch_up_ticks_max`] after a
 //! stall); then let the driver carry out the batch ([`Driver::end_batch`]: persist, sync,
 //! send). While the driver blocks in a sync, the network's tasks do not run, so what
 //! arrives meanwhile waits in the socket buffers and forms the next batch (group commit).
@@ -40,15 +40,20 @@ pub trait Driver {
     fn stop(&mut self) {}
 }
 
+/// The most inbound events a driver handles in one batch, after the one that woke it: bounds
+/// the delay of a batch's first answer while still sharing one fsync among many messages.
+/// The same for every role.
+pub const BATCH_EVENTS_MAX: usize = 4096;
+
 /// How the loop batches events and keeps time.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopOptions {
     /// The length of one tick.
     pub tick: Duration,
     /// Ticks replayed at most after a stall (then the clock jumps to now).
-    pub max_catch_up_ticks: u32,
+    pub catch_up_ticks_max: u32,
     /// Events handled in one batch after the one that woke the loop.
-    pub max_batch_events: usize,
+    pub batch_events_max: usize,
 }
 
 /// A node running on its own thread. Dropping it stops the node: its driver finishes the
@@ -140,13 +145,13 @@ pub async fn run(
     stop: &AtomicBool,
     options: LoopOptions,
 ) {
-    assert!(options.max_catch_up_ticks > 0, "a loop that never ticks");
+    assert!(options.catch_up_ticks_max > 0, "a loop that never ticks");
     let mut next_tick = Instant::now() + options.tick;
     while !stop.load(Ordering::Acquire) {
         match tokio::time::timeout_at(next_tick, inbox.recv()).await {
             Ok(Some(event)) => {
                 driver.handle(event);
-                for _ in 0..options.max_batch_events {
+                for _ in 0..options.batch_events_max {
                     match inbox.try_recv() {
                         Ok(event) => driver.handle(event),
                         Err(_) => break,
@@ -158,7 +163,7 @@ pub async fn run(
         }
         let now = Instant::now();
         let mut ticks = 0;
-        while now >= next_tick && ticks < options.max_catch_up_ticks {
+        while now >= next_tick && ticks < options.catch_up_ticks_max {
             driver.tick();
             next_tick += options.tick;
             ticks += 1;
@@ -264,8 +269,8 @@ mod tests {
     fn options() -> LoopOptions {
         LoopOptions {
             tick: Duration::from_millis(10),
-            max_catch_up_ticks: 3,
-            max_batch_events: 100,
+            catch_up_ticks_max: 3,
+            batch_events_max: 100,
         }
     }
 

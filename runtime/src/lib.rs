@@ -9,6 +9,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod driver;
 pub mod event_loop;
 pub mod file_system;
 pub mod logging;

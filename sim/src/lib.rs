@@ -30,6 +30,7 @@ pub mod checks;
 pub mod client;
 pub mod history;
 pub mod network;
+pub mod nodes;
 mod world;
 
 use acceptor::core::{Acceptor, Record};

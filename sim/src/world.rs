@@ -11,32 +11,36 @@ use crate::checks::{check_history, Ledger};
 use crate::client::{Client, ClientTiming, View};
 use crate::history::{Consistency, History, Request};
 use crate::network::{Envelope, Network};
+use crate::nodes::{
+    self, AcceptorDriver, LearnerDriver, Membership, ProposerDriver, SimulatedPeers,
+};
 use crate::{
     FaultCounts, Hooks, Property, Report, Scenario, Violation, LEADER_TIMEOUT_TICKS,
     LIVENESS_BOUND_TICKS,
 };
-use acceptor::core::{Acceptor, Effect as AcceptorEffect, Record};
+use acceptor::core::{Acceptor, Record};
 use common::ballot::Ballot;
-use common::message::StateSnapshot;
-use common::message::{DecidedEntry, Message};
+use common::message::Message;
 use common::node::{NodeId, Role};
-use learner::core::{Effect as LearnerEffect, Learner, LearnerOptions};
-use proposer::core::{Effect as ProposerEffect, Proposer, ProposerOptions};
+use common::ready::{Core, Event};
+use learner::core::{Learner, LearnerOptions};
+use proposer::core::ProposerOptions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use runtime::driver::{Log, NodeDriver};
+use runtime::file_system::{KeepRandomly, SimulatedFileSystem};
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::Once;
 
 /// Ticks between two heartbeats of the leader (100 ms in the services, compressed).
 const HEARTBEAT_TICKS: u64 = 2;
-/// The learner service syncs its log at most every 100 ms: 10 ticks.
-const LEARNER_SYNC_INTERVAL_TICKS: u64 = 10;
-/// The acceptor log is compacted (rewritten as a snapshot) past this many records.
-const COMPACTION_MINIMUM_RECORDS: usize = 64;
+/// The learner syncs its log at most 10 ticks after a write (100 ms in the services).
+const LEARNER_LOG_SYNC_INTERVAL_TICKS: u64 = 10;
 
 const CLIENT_TIMING: ClientTiming = ClientTiming {
     attempt_timeout_ticks: 20,
@@ -61,44 +65,64 @@ enum Life {
     },
 }
 
-enum Outgoing {
-    To(NodeId, Message),
-    Learners(Message),
-}
-
-struct AcceptorNode {
-    core: Acceptor,
-    /// Records synced to disk: what a restart recovers from.
-    durable: Vec<Record>,
-    /// The log's length right after the last compaction.
-    compacted_length: usize,
-    /// Records of this tick's batch, not synced yet.
-    unsynced: Vec<Record>,
-    /// Answers of this tick's batch: sent only after the sync.
-    outbox: Vec<Outgoing>,
+/// A server: its driver (the production one, around the real core and log code), its
+/// disk, whether it runs, and what waits for it while it is paused.
+struct ServerNode<D> {
+    driver: D,
+    /// Its disk: what a restart recovers from (a crash keeps what POSIX allows).
+    disk: SimulatedFileSystem,
     life: Life,
     backlog: Vec<Envelope>,
 }
+
+type AcceptorNode = ServerNode<AcceptorDriver>;
 
 struct ProposerNode {
-    core: Proposer,
-    durable_round: u64,
+    server: ServerNode<ProposerDriver>,
     starts: u64,
-    life: Life,
-    backlog: Vec<Envelope>,
     leader_ballot: Option<Ballot>,
 }
 
 struct LearnerNode {
-    core: Learner,
-    /// The snapshot the log was last compacted into (the log's first record), if any.
-    durable_snapshot: Option<StateSnapshot>,
-    /// Log entries synced to disk.
-    durable: Vec<DecidedEntry>,
-    /// Log entries written to the OS but not synced: a crash keeps any prefix of them.
-    unsynced: Vec<DecidedEntry>,
-    life: Life,
-    backlog: Vec<Envelope>,
+    server: ServerNode<LearnerDriver>,
+    /// The log's size when the learner crashed: a shorter log after the restart lost its
+    /// unsynced tail.
+    log_bytes_at_crash: Option<u64>,
+}
+
+impl<D> ServerNode<D> {
+    fn up(driver: D, disk: SimulatedFileSystem) -> Self {
+        ServerNode {
+            driver,
+            disk,
+            life: Life::Up,
+            backlog: Vec::new(),
+        }
+    }
+
+    /// Down until `until`, with what `keep` lets the disk keep of its unsynced changes.
+    fn crash(&mut self, keep: &mut KeepRandomly, until: u64) {
+        self.disk = self.disk.crash(keep);
+        self.backlog.clear();
+        self.life = Life::Down { until };
+    }
+}
+
+/// A driver's batch, carried out; a failed write or sync on the simulated disk (which
+/// never fails one) is a bug of the log code.
+fn carry_out<C: Core, L: Log<C>>(
+    driver: &mut NodeDriver<C, L, SimulatedPeers>,
+    node: NodeId,
+) -> Result<(), Violation> {
+    driver.carry_out().map_err(|failure| {
+        Violation::new(
+            Property::CoreInvariant,
+            format!(
+                "{node}'s log failed to {}: {}",
+                failure.action, failure.error
+            ),
+        )
+    })
 }
 
 struct World<'a> {
@@ -110,6 +134,8 @@ struct World<'a> {
     time: u64,
     faulty: bool,
     network: Network,
+    /// Who is in the cluster and who is down, as the nodes' simulated peers see it.
+    membership: Rc<RefCell<Membership>>,
     acceptors: BTreeMap<u32, AcceptorNode>,
     proposers: BTreeMap<u32, ProposerNode>,
     learners: BTreeMap<u32, LearnerNode>,
@@ -206,6 +232,18 @@ impl<'a> World<'a> {
             time: 0,
             faulty: true,
             network: Network::new(),
+            membership: Rc::new(RefCell::new(Membership {
+                nodes: [
+                    (Role::Acceptor, scenario.acceptors),
+                    (Role::Proposer, scenario.proposers),
+                    (Role::Learner, scenario.learners),
+                    (Role::Client, scenario.clients),
+                ]
+                .into_iter()
+                .flat_map(|(role, count)| (1..=count).map(move |id| NodeId { role, id }))
+                .collect(),
+                down: BTreeSet::new(),
+            })),
             acceptors: BTreeMap::new(),
             proposers: BTreeMap::new(),
             learners: BTreeMap::new(),
@@ -234,47 +272,35 @@ impl<'a> World<'a> {
             trace: std::env::var("SIM_TRACE").is_ok_and(|value| value == "1"),
         };
         for id in 1..=scenario.acceptors {
-            world.acceptors.insert(
-                id,
-                AcceptorNode {
-                    core: Acceptor::new(id),
-                    durable: Vec::new(),
-                    compacted_length: 0,
-                    unsynced: Vec::new(),
-                    outbox: Vec::new(),
-                    life: Life::Up,
-                    backlog: Vec::new(),
-                },
-            );
+            let disk = SimulatedFileSystem::new();
+            let driver = world
+                .start_acceptor(id, &disk)
+                .expect("an acceptor starts on an empty disk");
+            world.acceptors.insert(id, ServerNode::up(driver, disk));
         }
         for id in 1..=scenario.proposers {
-            let mut core = Proposer::new(proposer_options(scenario, id, 0), 0);
-            if let Some(start) = hooks.start_proposer {
-                start(&mut core);
-            }
+            let disk = SimulatedFileSystem::new();
+            let driver = world
+                .start_proposer(id, 0, &disk)
+                .expect("a proposer starts on an empty disk");
             world.proposers.insert(
                 id,
                 ProposerNode {
-                    core,
-                    durable_round: 0,
+                    server: ServerNode::up(driver, disk),
                     starts: 0,
-                    life: Life::Up,
-                    backlog: Vec::new(),
                     leader_ballot: None,
                 },
             );
         }
         for id in 1..=scenario.learners {
-            let core = Learner::new(world.learner_options(id));
+            let disk = SimulatedFileSystem::new();
+            let driver = nodes::start_learner(world.learner_options(id), &disk, &world.membership)
+                .expect("a learner starts on an empty disk");
             world.learners.insert(
                 id,
                 LearnerNode {
-                    core,
-                    durable_snapshot: None,
-                    durable: Vec::new(),
-                    unsynced: Vec::new(),
-                    life: Life::Up,
-                    backlog: Vec::new(),
+                    server: ServerNode::up(driver, disk),
+                    log_bytes_at_crash: None,
                 },
             );
         }
@@ -292,8 +318,40 @@ impl<'a> World<'a> {
             read_timeout_ticks: 40,
             progress_interval_ticks: 5,
             sync_interval_ticks: 8,
+            log_sync_interval_ticks: LEARNER_LOG_SYNC_INTERVAL_TICKS,
             ..LearnerOptions::new(id, quorum_size)
         }
+    }
+
+    fn start_acceptor(
+        &self,
+        id: u32,
+        disk: &SimulatedFileSystem,
+    ) -> Result<AcceptorDriver, Violation> {
+        let rebuild = self.hooks.recover_acceptor.unwrap_or(Acceptor::recover);
+        nodes::start_acceptor(
+            id,
+            self.scenario.acceptors as usize,
+            disk,
+            rebuild,
+            &self.membership,
+        )
+        .map_err(|problem| Violation::new(Property::CoreInvariant, problem))
+    }
+
+    fn start_proposer(
+        &self,
+        id: u32,
+        starts: u64,
+        disk: &SimulatedFileSystem,
+    ) -> Result<ProposerDriver, Violation> {
+        let options = proposer_options(self.scenario, id, starts);
+        let mut driver = nodes::start_proposer(options, disk, &self.membership)
+            .map_err(|problem| Violation::new(Property::CoreInvariant, problem))?;
+        if let Some(start) = self.hooks.start_proposer {
+            start(driver.core_mut());
+        }
+        Ok(driver)
     }
 
     /// The faulty ticks, then healing: liveness, final reads, convergence, history checks.
@@ -312,7 +370,7 @@ impl<'a> World<'a> {
         let learners: Vec<(u32, &Learner)> = self
             .learners
             .iter()
-            .map(|(id, node)| (*id, &node.core))
+            .map(|(id, node)| (*id, node.server.driver.core()))
             .collect();
         check_history(&self.history, &self.ledger, &learners)?;
         Ok(self.report())
@@ -349,7 +407,7 @@ impl<'a> World<'a> {
 
     fn step(&mut self) -> Result<(), Violation> {
         self.now += 1;
-        self.wake_nodes();
+        self.wake_nodes()?;
         for envelope in self.network.take_due(self.now) {
             self.time += 1;
             self.messages_delivered += 1;
@@ -368,19 +426,10 @@ impl<'a> World<'a> {
         if self.faulty {
             self.inject_faults();
         }
-        self.group_commit()?;
-        if self.now.is_multiple_of(LEARNER_SYNC_INTERVAL_TICKS) {
-            // Only a running learner syncs (a stopped one cannot; a crashed one's tail
-            // was settled when it crashed).
-            for node in self.learners.values_mut() {
-                if node.life == Life::Up {
-                    node.durable.append(&mut node.unsynced);
-                }
-            }
-        }
+        self.carry_out_batches()?;
         for (id, node) in &self.learners {
-            if !matches!(node.life, Life::Down { .. }) {
-                self.ledger.check_learner(*id, &node.core)?;
+            if !matches!(node.server.life, Life::Down { .. }) {
+                self.ledger.check_learner(*id, node.server.driver.core())?;
             }
         }
         self.check_no_alarms()
@@ -392,16 +441,16 @@ impl<'a> World<'a> {
         let alarms = self
             .acceptors
             .iter()
-            .map(|(id, node)| (NodeId::acceptor(*id), node.core.alarms()))
+            .map(|(id, node)| (NodeId::acceptor(*id), node.driver.core().alarms()))
             .chain(
                 self.proposers
                     .iter()
-                    .map(|(id, node)| (NodeId::proposer(*id), node.core.alarms())),
+                    .map(|(id, node)| (NodeId::proposer(*id), node.server.driver.core().alarms())),
             )
             .chain(
                 self.learners
                     .iter()
-                    .map(|(id, node)| (NodeId::learner(*id), node.core.alarms())),
+                    .map(|(id, node)| (NodeId::learner(*id), node.server.driver.core().alarms())),
             );
         for (node, alarms) in alarms {
             if let Some(alarm) = alarms.first() {
@@ -434,8 +483,8 @@ impl<'a> World<'a> {
     fn life_of(&self, node: NodeId) -> Life {
         match node.role {
             Role::Acceptor => self.acceptors[&node.id].life,
-            Role::Proposer => self.proposers[&node.id].life,
-            Role::Learner => self.learners[&node.id].life,
+            Role::Proposer => self.proposers[&node.id].server.life,
+            Role::Learner => self.learners[&node.id].server.life,
             Role::Client => self.client_lives[node.id as usize - 1],
         }
     }
@@ -453,14 +502,6 @@ impl<'a> World<'a> {
         );
     }
 
-    fn broadcast(&mut self, from: NodeId, role: Role, message: Message) {
-        for to in self.nodes_of(role) {
-            if to != from {
-                self.send(from, to, message.clone());
-            }
-        }
-    }
-
     fn deliver(&mut self, envelope: Envelope) {
         let Envelope { from, to, message } = envelope;
         let life = self.life_of(to);
@@ -469,8 +510,8 @@ impl<'a> World<'a> {
             Life::Paused { .. } => {
                 let backlog = match to.role {
                     Role::Acceptor => &mut self.acceptors.get_mut(&to.id).unwrap().backlog,
-                    Role::Proposer => &mut self.proposers.get_mut(&to.id).unwrap().backlog,
-                    Role::Learner => &mut self.learners.get_mut(&to.id).unwrap().backlog,
+                    Role::Proposer => &mut self.proposers.get_mut(&to.id).unwrap().server.backlog,
+                    Role::Learner => &mut self.learners.get_mut(&to.id).unwrap().server.backlog,
                     Role::Client => &mut self.client_backlogs[to.id as usize - 1],
                 };
                 backlog.push(Envelope { from, to, message });
@@ -480,36 +521,18 @@ impl<'a> World<'a> {
         }
         match to.role {
             Role::Acceptor => {
-                let node = self.acceptors.get_mut(&to.id).unwrap();
-                for effect in node.core.handle(from, message) {
-                    match effect {
-                        AcceptorEffect::Persist(record) => node.unsynced.push(record),
-                        AcceptorEffect::Send { to, message } => {
-                            node.outbox.push(Outgoing::To(to, message))
-                        }
-                        AcceptorEffect::SendToLearners(message) => {
-                            node.outbox.push(Outgoing::Learners(message))
-                        }
-                    }
-                }
+                let event = Event::Message(from, message);
+                self.acceptors.get_mut(&to.id).unwrap().driver.handle(event);
             }
             Role::Proposer => {
-                let effects = self
-                    .proposers
-                    .get_mut(&to.id)
-                    .unwrap()
-                    .core
-                    .handle(from, message);
-                self.execute_proposer(to.id, effects);
+                let event = Event::Message(from, message);
+                let node = self.proposers.get_mut(&to.id).unwrap();
+                node.server.driver.handle(event);
             }
             Role::Learner => {
-                let effects = self
-                    .learners
-                    .get_mut(&to.id)
-                    .unwrap()
-                    .core
-                    .handle(from, message);
-                self.execute_learner(to.id, effects);
+                let event = Event::Message(from, message);
+                let node = self.learners.get_mut(&to.id).unwrap();
+                node.server.driver.handle(event);
             }
             Role::Client => {
                 let view_nodes = self.client_view_nodes();
@@ -533,44 +556,6 @@ impl<'a> World<'a> {
         }
     }
 
-    fn execute_proposer(&mut self, id: u32, effects: Vec<ProposerEffect>) {
-        let me = NodeId::proposer(id);
-        for effect in effects {
-            match effect {
-                ProposerEffect::PersistRound(round) => {
-                    self.proposers.get_mut(&id).unwrap().durable_round = round;
-                }
-                ProposerEffect::Send { to, message } => self.send(me, to, message),
-                // Client API nodes are connected to every proposer, as in the services.
-                ProposerEffect::Answer {
-                    client, message, ..
-                } => self.send(me, client, message),
-                ProposerEffect::Broadcast { role, message } => self.broadcast(me, role, message),
-            }
-        }
-    }
-
-    fn execute_learner(&mut self, id: u32, effects: Vec<LearnerEffect>) {
-        let me = NodeId::learner(id);
-        for effect in effects {
-            match effect {
-                LearnerEffect::Persist(entry) => {
-                    self.learners.get_mut(&id).unwrap().unsynced.push(entry);
-                }
-                LearnerEffect::PersistSnapshot { snapshot, retained } => {
-                    // The service rewrites its log atomically and syncs it: the snapshot
-                    // and the retained entries replace everything before.
-                    let node = self.learners.get_mut(&id).unwrap();
-                    node.durable_snapshot = Some(snapshot);
-                    node.durable = retained;
-                    node.unsynced.clear();
-                }
-                LearnerEffect::Send { to, message } => self.send(me, to, message),
-                LearnerEffect::Broadcast { role, message } => self.broadcast(me, role, message),
-            }
-        }
-    }
-
     fn send_from_client(&mut self, outbox: Vec<Envelope>) {
         for envelope in outbox {
             if let Message::Write { command, .. } = &envelope.message {
@@ -585,41 +570,34 @@ impl<'a> World<'a> {
         let proposers = self
             .proposers
             .iter()
-            .filter(|(_, node)| !matches!(node.life, Life::Down { .. }))
+            .filter(|(_, node)| !matches!(node.server.life, Life::Down { .. }))
             .map(|(id, _)| *id)
             .collect();
         let learners = self
             .learners
             .iter()
-            .filter(|(_, node)| !matches!(node.life, Life::Down { .. }))
+            .filter(|(_, node)| !matches!(node.server.life, Life::Down { .. }))
             .map(|(id, _)| *id)
             .collect();
         (proposers, learners)
     }
 
     fn tick_nodes(&mut self) {
-        let proposer_ids: Vec<u32> = self.proposers.keys().copied().collect();
-        for id in proposer_ids {
-            let node = self.proposers.get_mut(&id).unwrap();
-            if node.life != Life::Up {
+        for node in self.proposers.values_mut() {
+            if node.server.life != Life::Up {
                 continue;
             }
-            let effects = node.core.tick();
-            let ballot = node.core.leader_ballot();
+            node.server.driver.tick();
+            let ballot = node.server.driver.core().leader_ballot();
             if ballot.is_some() && ballot != node.leader_ballot {
                 self.leader_changes += 1;
             }
             node.leader_ballot = ballot;
-            self.execute_proposer(id, effects);
         }
-        let learner_ids: Vec<u32> = self.learners.keys().copied().collect();
-        for id in learner_ids {
-            let node = self.learners.get_mut(&id).unwrap();
-            if node.life != Life::Up {
-                continue;
+        for node in self.learners.values_mut() {
+            if node.server.life == Life::Up {
+                node.server.driver.tick();
             }
-            let effects = node.core.tick();
-            self.execute_learner(id, effects);
         }
     }
 
@@ -649,34 +627,27 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Makes each running acceptor's records of this tick durable, then sends its answers.
-    fn group_commit(&mut self) -> Result<(), Violation> {
+    /// Every running server's driver carries out its batch of this tick (the events and the
+    /// tick it handled): writes, sync, then sends, as in the services. An acceptor's synced
+    /// votes enter the ledger of what was chosen.
+    fn carry_out_batches(&mut self) -> Result<(), Violation> {
         let ids: Vec<u32> = self.acceptors.keys().copied().collect();
         for id in ids {
             let node = self.acceptors.get_mut(&id).unwrap();
             if node.life != Life::Up {
                 continue;
             }
+            carry_out(&mut node.driver, NodeId::acceptor(id))?;
+            let synced = std::mem::take(&mut node.driver.log_mut().synced);
+            let outbox = std::mem::take(&mut node.driver.peers_mut().outbox);
             let mut promised = false;
-            for record in &node.unsynced {
+            for record in &synced {
                 match record {
                     Record::Accepted(entry) => self.ledger.accepted(id, entry)?,
                     Record::Promised(_) => promised = true,
                 }
             }
-            node.durable.append(&mut node.unsynced);
-            if node.durable.len() > COMPACTION_MINIMUM_RECORDS.max(2 * node.compacted_length) {
-                node.durable = node.core.snapshot();
-                node.compacted_length = node.durable.len();
-            }
-            let outbox = std::mem::take(&mut node.outbox);
-            let me = NodeId::acceptor(id);
-            for outgoing in outbox {
-                match outgoing {
-                    Outgoing::To(to, message) => self.send(me, to, message),
-                    Outgoing::Learners(message) => self.broadcast(me, Role::Learner, message),
-                }
-            }
+            self.schedule(outbox);
             // A targeted fault (FoundationDB's "buggify"): crash right after a promise
             // left, when forgetting it would hurt most.
             if promised && self.faulty {
@@ -684,11 +655,36 @@ impl<'a> World<'a> {
                 if self.roll(rate) {
                     self.faults.crashes_after_promise += 1;
                     let until = self.now + self.random.random_range(1..=8);
-                    self.crash(me, until);
+                    self.crash(NodeId::acceptor(id), until);
                 }
             }
         }
+        let ids: Vec<u32> = self.proposers.keys().copied().collect();
+        for id in ids {
+            let node = &mut self.proposers.get_mut(&id).unwrap().server;
+            if node.life == Life::Up {
+                carry_out(&mut node.driver, NodeId::proposer(id))?;
+                let outbox = std::mem::take(&mut node.driver.peers_mut().outbox);
+                self.schedule(outbox);
+            }
+        }
+        let ids: Vec<u32> = self.learners.keys().copied().collect();
+        for id in ids {
+            let node = &mut self.learners.get_mut(&id).unwrap().server;
+            if node.life == Life::Up {
+                carry_out(&mut node.driver, NodeId::learner(id))?;
+                let outbox = std::mem::take(&mut node.driver.peers_mut().outbox);
+                self.schedule(outbox);
+            }
+        }
         Ok(())
+    }
+
+    /// Puts what a node sent in its batch on the simulated network.
+    fn schedule(&mut self, outbox: Vec<Envelope>) {
+        for envelope in outbox {
+            self.send(envelope.from, envelope.to, envelope.message);
+        }
     }
 
     fn roll(&mut self, per_mille: u32) -> bool {
@@ -721,8 +717,10 @@ impl<'a> World<'a> {
     fn leader(&self) -> Option<NodeId> {
         self.proposers
             .iter()
-            .filter(|(_, node)| node.life == Life::Up && node.core.is_leader())
-            .max_by_key(|(_, node)| node.core.leader_ballot())
+            .filter(|(_, node)| {
+                node.server.life == Life::Up && node.server.driver.core().is_leader()
+            })
+            .max_by_key(|(_, node)| node.server.driver.core().leader_ballot())
             .map(|(id, _)| NodeId::proposer(*id))
     }
 
@@ -845,34 +843,23 @@ impl<'a> World<'a> {
         self.faults.crashes += 1;
         self.trace_fault(format_args!("crash {victim} until tick {until}"));
         self.network.drop_messages_to(victim);
+        self.membership.borrow_mut().down.insert(victim);
+        // The disk keeps what was synced and any prefix of what was not (a torn write
+        // included); the batch in hand was never carried out, so never answered.
+        let mut keep = KeepRandomly(self.random.random());
         match victim.role {
             Role::Acceptor => {
                 let node = self.acceptors.get_mut(&victim.id).unwrap();
-                // The batch of this tick was never synced, so never answered: both go.
-                node.unsynced.clear();
-                node.outbox.clear();
-                node.backlog.clear();
-                node.life = Life::Down { until };
+                node.crash(&mut keep, until);
             }
             Role::Proposer => {
                 let node = self.proposers.get_mut(&victim.id).unwrap();
-                node.backlog.clear();
-                node.life = Life::Down { until };
+                node.server.crash(&mut keep, until);
             }
             Role::Learner => {
-                let kept = self
-                    .random
-                    .random_range(0..=self.learners[&victim.id].unsynced.len());
                 let node = self.learners.get_mut(&victim.id).unwrap();
-                // Written but not synced: the disk may hold any prefix of it.
-                if kept < node.unsynced.len() {
-                    self.faults.learner_tails_lost += 1;
-                }
-                let survivors: Vec<DecidedEntry> = node.unsynced.drain(..kept).collect();
-                node.durable.extend(survivors);
-                node.unsynced.clear();
-                node.backlog.clear();
-                node.life = Life::Down { until };
+                node.log_bytes_at_crash = Some(node.server.driver.log().length_bytes());
+                node.server.crash(&mut keep, until);
             }
             Role::Client => unreachable!("clients are not servers"),
         }
@@ -927,8 +914,8 @@ impl<'a> World<'a> {
             let life = Life::Paused { until };
             match node.role {
                 Role::Acceptor => self.acceptors.get_mut(&node.id).unwrap().life = life,
-                Role::Proposer => self.proposers.get_mut(&node.id).unwrap().life = life,
-                Role::Learner => self.learners.get_mut(&node.id).unwrap().life = life,
+                Role::Proposer => self.proposers.get_mut(&node.id).unwrap().server.life = life,
+                Role::Learner => self.learners.get_mut(&node.id).unwrap().server.life = life,
                 Role::Client => self.client_lives[node.id as usize - 1] = life,
             }
         }
@@ -961,7 +948,7 @@ impl<'a> World<'a> {
     /// Restarts crashed nodes and resumes paused ones whose time has come. A stalled group
     /// meant to wake up cut off is cut off first, so that even its backlog stays behind
     /// the cut.
-    fn wake_nodes(&mut self) {
+    fn wake_nodes(&mut self) -> Result<(), Violation> {
         if let Some((at, group)) = self.wake_partition.take() {
             if self.now >= at {
                 self.isolate_group(&group);
@@ -975,11 +962,12 @@ impl<'a> World<'a> {
             .chain(self.nodes_of(Role::Client))
         {
             match self.life_of(node) {
-                Life::Down { until } if until <= self.now => self.restart(node),
+                Life::Down { until } if until <= self.now => self.restart(node)?,
                 Life::Paused { until } if until <= self.now => self.resume(node),
                 _ => {}
             }
         }
+        Ok(())
     }
 
     fn resume(&mut self, node: NodeId) {
@@ -991,12 +979,12 @@ impl<'a> World<'a> {
                 std::mem::take(&mut state.backlog)
             }
             Role::Proposer => {
-                let state = self.proposers.get_mut(&node.id).unwrap();
+                let state = &mut self.proposers.get_mut(&node.id).unwrap().server;
                 state.life = Life::Up;
                 std::mem::take(&mut state.backlog)
             }
             Role::Learner => {
-                let state = self.learners.get_mut(&node.id).unwrap();
+                let state = &mut self.learners.get_mut(&node.id).unwrap().server;
                 state.life = Life::Up;
                 std::mem::take(&mut state.backlog)
             }
@@ -1011,63 +999,63 @@ impl<'a> World<'a> {
         }
     }
 
-    fn restart(&mut self, node: NodeId) {
+    /// Restarts `node` from its disk, through the same recovery code as its service.
+    fn restart(&mut self, node: NodeId) -> Result<(), Violation> {
         self.trace_fault(format_args!("restart {node}"));
+        self.membership.borrow_mut().down.remove(&node);
         match node.role {
             Role::Acceptor => {
-                let recover = self.hooks.recover_acceptor.unwrap_or(Acceptor::recover);
+                let disk = self.acceptors[&node.id].disk.clone();
+                let driver = self.start_acceptor(node.id, &disk)?;
                 let state = self.acceptors.get_mut(&node.id).unwrap();
-                state.core = recover(node.id, state.durable.clone());
+                state.driver = driver;
                 state.life = Life::Up;
             }
             Role::Proposer => {
-                let options = {
+                let (disk, starts) = {
                     let state = &self.proposers[&node.id];
-                    proposer_options(self.scenario, node.id, state.starts + 1)
+                    (state.server.disk.clone(), state.starts + 1)
                 };
+                let driver = self.start_proposer(node.id, starts, &disk)?;
                 let state = self.proposers.get_mut(&node.id).unwrap();
-                state.starts += 1;
-                state.core = Proposer::new(options, state.durable_round);
-                if let Some(start) = self.hooks.start_proposer {
-                    start(&mut state.core);
-                }
+                state.starts = starts;
+                state.server.driver = driver;
                 state.leader_ballot = None;
-                state.life = Life::Up;
+                state.server.life = Life::Up;
             }
             Role::Learner => {
-                let options = self.learner_options(node.id);
+                let disk = self.learners[&node.id].server.disk.clone();
+                let driver =
+                    nodes::start_learner(self.learner_options(node.id), &disk, &self.membership)
+                        .map_err(|problem| Violation::new(Property::CoreInvariant, problem))?;
                 let state = self.learners.get_mut(&node.id).unwrap();
-                state.core = Learner::recover_from_snapshot(
-                    options,
-                    state.durable_snapshot.clone(),
-                    state.durable.clone(),
-                );
-                state.life = Life::Up;
+                if state
+                    .log_bytes_at_crash
+                    .take()
+                    .is_some_and(|before| driver.log().length_bytes() < before)
+                {
+                    self.faults.learner_tails_lost += 1;
+                }
+                state.server.driver = driver;
+                state.server.life = Life::Up;
                 self.ledger.learner_restarted(node.id);
                 // Its connections open: it asks its peers and the acceptors what it missed.
                 for peer in self.servers() {
                     if peer != node && !matches!(self.life_of(peer), Life::Down { .. }) {
-                        let effects = self
-                            .learners
-                            .get_mut(&node.id)
-                            .unwrap()
-                            .core
-                            .on_connected(peer);
-                        self.execute_learner(node.id, effects);
+                        let state = self.learners.get_mut(&node.id).unwrap();
+                        state.server.driver.handle(Event::Connected(peer));
                     }
                 }
             }
             Role::Client => unreachable!("clients do not crash"),
         }
         // The other learners see a connection open to the node that came back.
-        let learner_ids: Vec<u32> = self.learners.keys().copied().collect();
-        for id in learner_ids {
-            let learner = NodeId::learner(id);
-            if learner != node && self.learners[&id].life == Life::Up {
-                let effects = self.learners.get_mut(&id).unwrap().core.on_connected(node);
-                self.execute_learner(id, effects);
+        for (id, state) in self.learners.iter_mut() {
+            if NodeId::learner(*id) != node && state.server.life == Life::Up {
+                state.server.driver.handle(Event::Connected(node));
             }
         }
+        Ok(())
     }
 
     /// Faults stop: links heal, crashed nodes restart and paused ones resume at the next
@@ -1085,8 +1073,8 @@ impl<'a> World<'a> {
             };
             match node.role {
                 Role::Acceptor => self.acceptors.get_mut(&node.id).unwrap().life = life,
-                Role::Proposer => self.proposers.get_mut(&node.id).unwrap().life = life,
-                Role::Learner => self.learners.get_mut(&node.id).unwrap().life = life,
+                Role::Proposer => self.proposers.get_mut(&node.id).unwrap().server.life = life,
+                Role::Learner => self.learners.get_mut(&node.id).unwrap().server.life = life,
                 Role::Client => {}
             }
         }
@@ -1155,8 +1143,8 @@ impl<'a> World<'a> {
             let behind: Vec<(u32, u64)> = self
                 .learners
                 .iter()
-                .filter(|(_, node)| node.core.applied_slot() < target)
-                .map(|(id, node)| (*id, node.core.applied_slot()))
+                .filter(|(_, node)| node.server.driver.core().applied_slot() < target)
+                .map(|(id, node)| (*id, node.server.driver.core().applied_slot()))
                 .collect();
             if behind.is_empty() {
                 return Ok(());

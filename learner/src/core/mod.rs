@@ -40,7 +40,9 @@ use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Slot, MAX_PLAUSIBLE_SLOT};
 use common::message::{DecidedEntry, Message, RoleStatus, StateSnapshot};
 use common::node::{NodeId, Role};
+use common::ready::{Core, Destination, Event, Ready};
 use common::value::{RequestId, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod applied_state;
@@ -80,12 +82,18 @@ pub struct LearnerOptions {
     /// How often subscribers hear an empty `Applied` when nothing was applied, so that
     /// they know the stream is alive.
     pub subscriber_heartbeat_ticks: u64,
+    /// The longest a record written to the log waits for a sync. Unlike an acceptor's
+    /// votes, decided values can be fetched again from acceptors and peers, so the log is
+    /// not synced per batch: a crash may lose its last moments, which the learner then
+    /// fills like any gap.
+    pub log_sync_interval_ticks: u64,
 }
 
 impl LearnerOptions {
     /// Options for learner `id` deciding with `quorum_size` votes, other counts at their
     /// defaults (read timeout 300 ticks, progress every 5 ticks, sync after 20 ticks,
-    /// [`DEFAULT_RETAIN_SLOTS`] slots of history, a subscriber heartbeat every 50 ticks).
+    /// [`DEFAULT_RETAIN_SLOTS`] slots of history, a subscriber heartbeat every 50 ticks, the
+    /// log synced at most 10 ticks after a write).
     pub fn new(id: u32, quorum_size: usize) -> Self {
         LearnerOptions {
             id,
@@ -95,6 +103,7 @@ impl LearnerOptions {
             sync_interval_ticks: 20,
             retain_slots: DEFAULT_RETAIN_SLOTS,
             subscriber_heartbeat_ticks: 50,
+            log_sync_interval_ticks: 10,
         }
     }
 }
@@ -161,6 +170,8 @@ pub struct Learner {
     subscribers: BTreeMap<(NodeId, u64), Slot>,
     /// Decided slots persisted since the log was last replaced by a snapshot.
     persisted_since_compaction: u64,
+    /// The tick of the oldest log write not yet synced, if any.
+    unsynced_since_tick: Option<u64>,
     /// When a snapshot was last sent to each peer.
     snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
     /// What this learner refused from the network, and why.
@@ -193,6 +204,7 @@ impl Learner {
             stalled_ticks: 0,
             subscribers: BTreeMap::new(),
             persisted_since_compaction: 0,
+            unsynced_since_tick: None,
             snapshot_sent_at_tick: BTreeMap::new(),
             alarms: Alarms::new(),
         }
@@ -360,6 +372,80 @@ impl Learner {
     /// How many subscriptions this learner pushes to.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.len()
+    }
+}
+
+/// One record of the learner's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LearnerRecord {
+    /// A slot this learner found decided.
+    Decided(DecidedEntry),
+    /// The state at a slot; the first record of a compacted log (or of a log replaced by a
+    /// peer's snapshot). Records after it add history and later slots.
+    Snapshot(StateSnapshot),
+}
+
+/// The learner under the one contract of every role (see [`common::ready`]): decided slots
+/// are appended to the log and reach the operating system before any later message
+/// leaves, but are synced only [`LearnerOptions::log_sync_interval_ticks`] after the first
+/// of them (a replacement of the log by a snapshot is atomic and durable at once).
+impl Core for Learner {
+    type Record = LearnerRecord;
+
+    fn on_event(&mut self, event: Event, ready: &mut Ready<LearnerRecord>) {
+        let effects = match event {
+            Event::Message(from, message) => self.handle(from, message),
+            Event::Connected(node) => self.on_connected(node),
+            Event::Disconnected(node) => self.on_disconnected(node),
+        };
+        self.carry_into(effects, ready);
+    }
+
+    fn on_tick(&mut self, ready: &mut Ready<LearnerRecord>) {
+        let effects = self.tick();
+        self.carry_into(effects, ready);
+        if self.unsynced_since_tick.is_some_and(|since| {
+            self.now_tick.saturating_sub(since) >= self.options.log_sync_interval_ticks
+        }) {
+            ready.require_sync();
+            self.unsynced_since_tick = None;
+        }
+    }
+
+    fn status(&self) -> RoleStatus {
+        Learner::status(self)
+    }
+
+    fn alarms(&self) -> Vec<String> {
+        Learner::alarms(self)
+    }
+}
+
+impl Learner {
+    /// Adds `effects` to `ready` in their order: a message leaves after the writes before it.
+    fn carry_into(&mut self, effects: Vec<Effect>, ready: &mut Ready<LearnerRecord>) {
+        for effect in effects {
+            match effect {
+                Effect::Persist(entry) => {
+                    ready.append(LearnerRecord::Decided(entry));
+                    self.unsynced_since_tick.get_or_insert(self.now_tick);
+                }
+                Effect::PersistSnapshot { snapshot, retained } => {
+                    let mut records = Vec::with_capacity(retained.len() + 1);
+                    records.push(LearnerRecord::Snapshot(snapshot));
+                    records.extend(retained.into_iter().map(LearnerRecord::Decided));
+                    ready.replace(records);
+                    // The replacement is durable once written, with everything before it.
+                    self.unsynced_since_tick = None;
+                }
+                Effect::Send { to, message } => {
+                    ready.send_after_earlier_writes(Destination::Node(to), message)
+                }
+                Effect::Broadcast { role, message } => {
+                    ready.send_after_earlier_writes(Destination::Role(role), message)
+                }
+            }
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use common::alarm::{Alarm, Alarms};
 use common::ballot::{Ballot, Slot, MAX_ROUND_LEAD};
 use common::message::{AcceptedEntry, Message, ProposerState, RoleStatus};
 use common::node::{NodeId, Role};
+use common::ready::{Core, Destination, Event, Ready};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -390,6 +391,69 @@ impl Proposer {
             State::Follower { leader, .. } => leader.map(|(id, _)| id),
             State::Candidate { .. } => None,
             State::Leader(_) => Some(self.options.id),
+        }
+    }
+}
+
+/// The proposer under the one contract of every role (see [`common::ready`]): a round is
+/// appended to the round log and synced before anything after it leaves (a restarted
+/// proposer never reuses a ballot); a forwarded write's answer goes to its client API
+/// directly if connected, else back through the follower that forwarded it.
+impl Core for Proposer {
+    /// The highest round used so far.
+    type Record = u64;
+
+    fn on_event(&mut self, event: Event, ready: &mut Ready<u64>) {
+        match event {
+            Event::Message(from, message) => {
+                let effects = self.handle(from, message);
+                carry_into(effects, ready);
+            }
+            Event::Connected(node) => self.on_connected(node),
+            Event::Disconnected(node) => self.on_disconnected(node),
+        }
+    }
+
+    fn on_tick(&mut self, ready: &mut Ready<u64>) {
+        let effects = self.tick();
+        carry_into(effects, ready);
+    }
+
+    fn status(&self) -> RoleStatus {
+        Proposer::status(self)
+    }
+
+    fn alarms(&self) -> Vec<String> {
+        Proposer::alarms(self)
+    }
+}
+
+/// Adds `effects` to `ready`, keeping their order: whatever follows a round leaves only
+/// once that round is durable.
+fn carry_into(effects: Vec<Effect>, ready: &mut Ready<u64>) {
+    for effect in effects {
+        match effect {
+            Effect::PersistRound(round) => {
+                ready.append(round);
+                ready.require_sync();
+            }
+            Effect::Send { to, message } => {
+                ready.send_after_earlier_writes(Destination::Node(to), message)
+            }
+            Effect::Answer {
+                client,
+                relay,
+                message,
+            } => ready.send_after_earlier_writes(
+                Destination::FirstConnected {
+                    first: client,
+                    fallback: relay,
+                },
+                message,
+            ),
+            Effect::Broadcast { role, message } => {
+                ready.send_after_earlier_writes(Destination::Role(role), message)
+            }
         }
     }
 }
