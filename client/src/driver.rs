@@ -225,7 +225,13 @@ impl Driver {
         };
         let answer = receiver.await;
         cancel.armed = false;
-        answer.expect("the core answers every request it has not cancelled")
+        // The core answers every request it has not cancelled; a sender dropped anyway
+        // (the service stopping) is an unavailable cluster, not a panic.
+        answer.unwrap_or_else(|_| {
+            Answer::Unavailable(Unavailable {
+                reason: "the client API is stopping".to_string(),
+            })
+        })
     }
 
     /// Writes `command` through the leader and returns the slot that holds it. Every
@@ -240,7 +246,7 @@ impl Driver {
         match self.call(|core, token| core.request(token, request)).await {
             Answer::Written { slot } => Ok(slot),
             Answer::Unavailable(unavailable) => Err(unavailable),
-            other => unreachable!("a write is answered {other:?}"),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -259,7 +265,7 @@ impl Driver {
         match self.call(|core, token| core.request(token, request)).await {
             Answer::Read(outcome) => Ok(outcome),
             Answer::Unavailable(unavailable) => Err(unavailable),
-            other => unreachable!("a read is answered {other:?}"),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -330,7 +336,7 @@ impl Driver {
             .await
         {
             Answer::Statuses(replies) => replies,
-            other => unreachable!("a status fan-out is answered {other:?}"),
+            _ => BTreeMap::new(),
         }
     }
 
@@ -483,6 +489,14 @@ impl Driver {
             },
             _ => Fetched::Unavailable,
         }
+    }
+}
+
+/// An answer of the wrong kind (a bug of the core) as a 503 rather than a panic.
+fn unexpected(answer: Answer) -> Unavailable {
+    debug_assert!(false, "an answer of the wrong kind: {answer:?}");
+    Unavailable {
+        reason: format!("the client API's core gave an answer of the wrong kind: {answer:?}"),
     }
 }
 

@@ -300,7 +300,7 @@ pub struct ClientCore {
     random: ChaCha8Rng,
     /// The proposer believed to lead.
     believed_leader: Option<u32>,
-    /// Read ids, status request ids and stream ids.
+    /// Read ids, status request ids and stream ids (from a random start, see `new`).
     next_id: u64,
     /// Spreads reads over the learners.
     learner_cursor: usize,
@@ -325,13 +325,19 @@ impl ClientCore {
             options.retry_pause_ticks.0 <= options.retry_pause_ticks.1,
             "the retry pause is a range [low, high]"
         );
+        let mut random = ChaCha8Rng::seed_from_u64(options.seed);
+        // Ids start at a random point of a 63-bit space, so that a restarted client API does
+        // not reuse the ids of its previous life: a learner that parked a read of the old
+        // process answers it later, to the new one, and that answer must match nothing
+        // (found by the simulation once it ran this core).
+        let next_id = (random.random::<u64>() >> 1).max(1);
         ClientCore {
             options,
             me: NodeId::client(options.id),
             now: 0,
-            random: ChaCha8Rng::seed_from_u64(options.seed),
+            random,
             believed_leader: None,
-            next_id: 1,
+            next_id,
             learner_cursor: options.id as usize,
             proposers: Vec::new(),
             learners: Vec::new(),
@@ -439,11 +445,22 @@ impl ClientCore {
 
     /// A message from `from` arrived.
     pub fn on_message(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
-        match AnswerKey::of(&message) {
-            Some(AnswerKey::Stream(_)) => self.feed_on_message(from, message),
-            Some(AnswerKey::Status(_)) => self.on_status_reply(from, message),
-            Some(key) => self.on_answer(key, from, message),
-            None => {}
+        match (&message, AnswerKey::of(&message)) {
+            (Message::Applied { .. } | Message::SubscriptionTooOld { .. }, _) => {
+                self.feed_on_message(from, message)
+            }
+            (Message::StatusReply { .. }, _) => self.on_status_reply(from, message),
+            (
+                Message::WriteDecided { .. }
+                | Message::WriteRefused { .. }
+                | Message::ReadIndexGranted { .. }
+                | Message::ReadIndexRefused { .. }
+                | Message::ReadReply { .. }
+                | Message::ReadTimedOut { .. },
+                Some(key),
+            ) => self.on_answer(key, from, message),
+            // Not an answer to anything a client API asks: nothing to do.
+            _ => {}
         }
         std::mem::take(&mut self.effects)
     }

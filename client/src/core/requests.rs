@@ -288,8 +288,9 @@ impl ClientCore {
     fn send_to_leader(&mut self, token: Token) {
         let retry_pause = self.retry_at();
         let believed_leader = self.believed_leader;
-        let new_request_id = self.has_bug(PlantedBug::RetryTakesNewRequestId);
-        let random_id = RequestId(self.random.random());
+        let random_id = self
+            .has_bug(PlantedBug::RetryTakesNewRequestId)
+            .then(|| RequestId(self.random.random()));
         let Some(pending) = self.requests.get_mut(&token) else {
             return;
         };
@@ -316,7 +317,7 @@ impl ClientCore {
         *last_tried = Some(proposer.id);
         let (key, message) = match &mut pending.request {
             Request::Write { command, .. } => {
-                if new_request_id && retrying {
+                if let (Some(random_id), true) = (random_id, retrying) {
                     command.request_id = random_id;
                 }
                 (

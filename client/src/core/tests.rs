@@ -469,6 +469,20 @@ fn the_same_seed_replays_the_same_messages_and_another_seed_jitters_differently(
     );
 }
 
+#[test]
+fn a_restarted_core_does_not_reuse_the_read_ids_of_its_previous_life() {
+    let first_read_id = |seed| {
+        let mut core = connected_core(seed);
+        the_read(&sends(&core.request(1, read(Consistency::Eventual, None)))[0].1).0
+    };
+    assert_ne!(first_read_id(31), first_read_id(32));
+    assert_eq!(
+        first_read_id(31),
+        first_read_id(31),
+        "and the seed replays it"
+    );
+}
+
 fn proposers(ids: &[u32]) -> Vec<NodeId> {
     ids.iter().map(|id| NodeId::proposer(*id)).collect()
 }
