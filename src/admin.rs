@@ -26,7 +26,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use client::cluster::NodeReport;
+use client::driver::NodeReport;
 use common::message::{Message, NodeStatus};
 use common::node::NodeId;
 use runtime::network::Transport;
@@ -336,7 +336,7 @@ async fn status(State(target): State<Target>) -> Response {
         address: target.protocol_address.to_string(),
         status: report.status.clone(),
     };
-    let mut document = client::api::node_json(&node);
+    let mut document = client::http::node_json(&node);
     document["checks"] = report.checks_json();
     document["healthy"] = json!(report.healthy());
     (status_code(&report), Json(document)).into_response()

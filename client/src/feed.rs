@@ -1,14 +1,11 @@
-//! The change feed: the writes the learners apply, slot by slot, fanned out to the event
-//! streams of subscribers.
+//! The downstream side of the change feed: the writes the learners apply, slot by slot,
+//! fanned out to the event streams of subscribers.
 //!
-//! Learners are the source because they apply decided slots in order and apply each
-//! request id once: a subscriber sees exactly the writes that changed the state, in slot
-//! order. One learner stream (`Subscribe` → `Applied` pushes) feeds every live event
-//! stream of this client API. Each push covers a slot range `[from_slot, to_slot)`
-//! completely, so the feed knows the next slot it needs (`next_slot`): a push that does not
-//! start there means one was lost, and the feed subscribes again from `next_slot`, at the
-//! same learner or another one. A learner that disconnects or falls silent is replaced the
-//! same way, so nothing is skipped and nothing repeated across a learner restart.
+//! Which learner stream the client API follows, and the next slot it needs, is protocol
+//! state, kept by the core ([`crate::core`]); what it receives comes here as slots to offer
+//! every joined stream. Learners are the source because they apply decided slots in order
+//! and apply each request id once: a subscriber sees exactly the writes that changed the
+//! state, in slot order.
 //!
 //! A stream that starts behind the feed (it resumes from an older position) first catches
 //! up on its own, fetching past slots from a learner's history (`ReadApplied`) one chunk at
@@ -16,31 +13,16 @@
 //! the feed never waits for a subscriber, and a stream whose queue fills up is ended with
 //! the position to resume from.
 
-use crate::mailbox::lock;
 use crate::pattern::{any_matches, Pattern};
+use crate::sync::lock;
 use common::ballot::Slot;
-use common::message::{AppliedSlot, Message};
-use common::node::{NodeId, Role};
-use runtime::network::{Inbound, Network};
+use common::message::AppliedSlot;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// How often the feed checks its learner stream.
-const MAINTAIN_INTERVAL: Duration = Duration::from_millis(100);
-/// A learner stream silent this long is replaced (learners send a heartbeat every 500 ms).
-const UPSTREAM_SILENCE: Duration = Duration::from_secs(3);
-/// After the last event stream closed, the learner stream is kept this long.
-const IDLE_GRACE: Duration = Duration::from_secs(30);
-/// How long a catch-up fetch waits for a learner's answer before asking another.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Slots asked for per catch-up fetch.
-const FETCH_SLOTS: u32 = 1024;
 
 /// How large a stream's queue may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,31 +276,6 @@ impl StreamQueue {
     }
 }
 
-/// The learner stream the feed follows.
-struct Upstream {
-    learner: NodeId,
-    stream_id: u64,
-    last_heard: Instant,
-}
-
-struct FeedState {
-    upstream: Option<Upstream>,
-    /// The first slot the feed has not received (0 until a learner named its position).
-    next_slot: Slot,
-    /// The highest applied slot a learner reported.
-    applied_slot: Slot,
-    /// Joined streams, by a local id.
-    streams: HashMap<u64, Arc<StreamQueue>>,
-    /// Learners that no longer hold `next_slot`, with the oldest slot each still holds.
-    refused_by: BTreeMap<NodeId, Slot>,
-    /// Event streams open (joined or catching up); the learner stream runs while any is.
-    interested: usize,
-    /// When the last event stream closed.
-    idle_since: Option<Instant>,
-    /// Rotates the choice of learner.
-    turn: usize,
-}
-
 /// The answer to a catch-up fetch.
 pub enum Fetched {
     /// The writes of `[from_slot, to_slot)` (an empty range: the learner is not there yet).
@@ -337,430 +294,77 @@ pub enum Fetched {
     Unavailable,
 }
 
-/// The change feed of one client API.
-pub struct Feed {
-    network: OnceLock<Network>,
-    state: Mutex<FeedState>,
-    fetches: Mutex<HashMap<u64, oneshot::Sender<(NodeId, Message)>>>,
-    next_id: AtomicU64,
+/// The joined streams of one client API, offered what the feed receives.
+pub struct FanOut {
+    streams: HashMap<u64, Arc<StreamQueue>>,
+    next_id: u64,
     limits: BufferLimits,
 }
 
-impl Feed {
-    /// A feed whose joined streams queue at most `limits`; it starts working once
-    /// [`Feed::attach`] gives it the network.
-    pub fn new(limits: BufferLimits) -> Feed {
+impl FanOut {
+    /// No stream yet; each joined stream's queue holds at most `limits`.
+    pub fn new(limits: BufferLimits) -> FanOut {
         assert!(
             limits.events >= 1 && limits.bytes >= 1,
             "a queue holds something"
         );
-        Feed {
-            network: OnceLock::new(),
-            state: Mutex::new(FeedState {
-                upstream: None,
-                next_slot: 0,
-                applied_slot: 0,
-                streams: HashMap::new(),
-                refused_by: BTreeMap::new(),
-                interested: 0,
-                idle_since: None,
-                turn: 0,
-            }),
-            fetches: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+        FanOut {
+            streams: HashMap::new(),
+            next_id: 1,
             limits,
         }
     }
 
-    /// Gives the feed the client API's network and starts keeping its learner stream.
-    pub fn attach(self: &Arc<Self>, network: Network) {
-        if self.network.set(network).is_err() {
-            return;
+    /// Joins a stream that needs `start` next to a feed at `next_slot` (0: unknown), if
+    /// the feed has not moved past it (None: from wherever the feed is); else None and
+    /// the stream must catch up first.
+    pub fn join(
+        &mut self,
+        next_slot: Slot,
+        patterns: &Arc<Vec<Pattern>>,
+        start: Option<Position>,
+    ) -> Option<(Arc<StreamQueue>, Position)> {
+        if next_slot == 0 {
+            return None;
         }
-        let feed = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(MAINTAIN_INTERVAL);
-            loop {
-                interval.tick().await;
-                match feed.upgrade() {
-                    Some(feed) => feed.maintain(),
-                    None => return,
-                }
-            }
-        });
+        let start = start.unwrap_or(Position::slot_start(next_slot));
+        if start.slot < next_slot {
+            return None;
+        }
+        let queue = StreamQueue::new(Arc::clone(patterns), start, self.limits);
+        self.next_id += 1;
+        self.streams.insert(self.next_id, Arc::clone(&queue));
+        Some((queue, start))
     }
 
-    /// Whether `message` is for the feed (the network hands it over instead of the mailbox).
-    pub fn handles(message: &Message) -> bool {
-        matches!(
-            message,
-            Message::Applied { .. } | Message::SubscriptionTooOld { .. }
-        )
-    }
-
-    /// A link event from the network.
-    pub fn on_link(&self, inbound: &Inbound) {
-        let mut state = lock(&self.state);
-        match inbound {
-            Inbound::Disconnected(node) => {
-                if matches!(&state.upstream, Some(upstream) if upstream.learner == *node) {
-                    tracing::info!(learner = %node, "the learner feeding subscriptions disconnected; switching");
-                    state.upstream = None;
-                    self.subscribe_upstream(&mut state);
-                }
-                state.refused_by.remove(node);
-            }
-            Inbound::Connected(node)
-                if node.role == Role::Learner
-                    && state.upstream.is_none()
-                    && self.wanted(&state) =>
-            {
-                self.subscribe_upstream(&mut state);
-            }
-            _ => {}
-        }
-    }
-
-    /// An `Applied` or `SubscriptionTooOld` from learner `from`.
-    pub fn deliver(&self, from: NodeId, message: Message) {
-        let stream_id = match &message {
-            Message::Applied { stream_id, .. } | Message::SubscriptionTooOld { stream_id, .. } => {
-                *stream_id
-            }
-            _ => return,
-        };
-        if let Some(waiter) = lock(&self.fetches).remove(&stream_id) {
-            let _ = waiter.send((from, message));
+    /// Offers the writes of `slots` to every joined stream; every slot before
+    /// `next_slot` is now in. Streams that ended are dropped.
+    pub fn offer(&mut self, slots: Vec<AppliedSlot>, next_slot: Slot) {
+        if self.streams.is_empty() {
             return;
         }
-        let mut state = lock(&self.state);
-        let current = matches!(&state.upstream,
-            Some(upstream) if upstream.stream_id == stream_id && upstream.learner == from);
-        if !current {
-            drop(state);
-            // A stream the feed gave up (or a fetch answered too late): stop its pushes.
-            if matches!(message, Message::Applied { .. }) {
-                self.send(from, Message::Unsubscribe { stream_id });
-            }
-            return;
-        }
-        match message {
-            Message::Applied {
-                from_slot,
-                to_slot,
-                slots,
-                applied_slot,
-                ..
-            } => self.on_applied(&mut state, from_slot, to_slot, slots, applied_slot),
-            Message::SubscriptionTooOld {
+        let events = events_of(slots);
+        self.streams
+            .retain(|_, queue| queue.offer(&events, next_slot));
+    }
+
+    /// Ends every joined stream as too old: the learners no longer hold its next slot.
+    pub fn end_all_too_old(&mut self, oldest_available_slot: Slot) {
+        for (_, queue) in self.streams.drain() {
+            queue.end(StreamEnd::TooOld {
                 oldest_available_slot,
-                ..
-            } => self.on_too_old(&mut state, from, oldest_available_slot),
-            _ => {}
-        }
-    }
-
-    fn on_applied(
-        &self,
-        state: &mut FeedState,
-        from_slot: Slot,
-        to_slot: Slot,
-        slots: Vec<AppliedSlot>,
-        applied_slot: Slot,
-    ) {
-        if let Some(upstream) = &mut state.upstream {
-            upstream.last_heard = Instant::now();
-        }
-        state.applied_slot = state.applied_slot.max(applied_slot);
-        if state.next_slot == 0 {
-            state.next_slot = from_slot.max(1); // the first push names the position
-        }
-        if from_slot > state.next_slot {
-            // A push was lost (a full queue on the way): ask again from where the feed is.
-            tracing::warn!(
-                from_slot,
-                expected_slot = state.next_slot,
-                "a push of applied slots is missing; subscribing again"
-            );
-            self.abandon_upstream(state);
-            self.subscribe_upstream(state);
-            return;
-        }
-        state.refused_by.clear();
-        if to_slot <= state.next_slot {
-            return; // a heartbeat, or slots already received
-        }
-        let next_slot = state.next_slot;
-        let fresh: Vec<AppliedSlot> = slots
-            .into_iter()
-            .filter(|applied| applied.slot >= next_slot)
-            .collect();
-        let events = events_of(fresh);
-        state.next_slot = to_slot;
-        state
-            .streams
-            .retain(|_, queue| queue.offer(&events, to_slot));
-    }
-
-    fn on_too_old(&self, state: &mut FeedState, learner: NodeId, oldest_available_slot: Slot) {
-        state.upstream = None;
-        state.refused_by.insert(learner, oldest_available_slot);
-        let learners = self.connected_learners();
-        // A learner that is not connected might still hold the slot: only a refusal by
-        // every learner there is, with at least one there, ends the streams.
-        let everyone_refused = !learners.is_empty()
-            && learners
-                .iter()
-                .all(|learner| state.refused_by.contains_key(learner));
-        if everyone_refused {
-            // No learner holds the next slot any more (they all moved past it by
-            // snapshots): the joined streams cannot continue without a gap, so they end
-            // saying so, and the feed starts again from where the learners are.
-            let oldest = state
-                .refused_by
-                .values()
-                .copied()
-                .min()
-                .unwrap_or(oldest_available_slot);
-            tracing::warn!(
-                next_slot = state.next_slot,
-                oldest_available_slot = oldest,
-                "no learner holds the next slot of the feed; its streams end as too old"
-            );
-            for (_, queue) in state.streams.drain() {
-                queue.end(StreamEnd::TooOld {
-                    oldest_available_slot: oldest,
-                });
-            }
-            state.next_slot = 0;
-            state.refused_by.clear();
-        }
-        self.subscribe_upstream(state);
-    }
-
-    /// Checks the learner stream: replaced when its learner is gone or silent, opened when
-    /// streams need it, closed after the last stream has been gone a while.
-    fn maintain(&self) {
-        let mut state = lock(&self.state);
-        let connected = self.connected_learners();
-        let stale = match &state.upstream {
-            Some(upstream) => {
-                !connected.contains(&upstream.learner)
-                    || upstream.last_heard.elapsed() > UPSTREAM_SILENCE
-            }
-            None => false,
-        };
-        if stale {
-            tracing::info!("the learner feeding subscriptions went silent; switching");
-            self.abandon_upstream(&mut state);
-        }
-        let wanted = self.wanted(&state);
-        if !wanted && state.upstream.is_some() {
-            self.abandon_upstream(&mut state);
-            state.next_slot = 0; // nobody listens: the position is no longer followed
-        }
-        if wanted && state.upstream.is_none() {
-            self.subscribe_upstream(&mut state);
-        }
-    }
-
-    fn wanted(&self, state: &FeedState) -> bool {
-        state.interested > 0
-            || matches!(state.idle_since, Some(since) if since.elapsed() < IDLE_GRACE)
-    }
-
-    /// Opens the learner stream at a connected learner (one that did not refuse the
-    /// position), from `next_slot`.
-    fn subscribe_upstream(&self, state: &mut FeedState) {
-        let mut learners = self.connected_learners();
-        learners.retain(|learner| !state.refused_by.contains_key(learner));
-        if learners.is_empty() {
-            return;
-        }
-        state.turn += 1;
-        let learner = learners[state.turn % learners.len()];
-        let stream_id = self.fresh_id();
-        let subscribe = Message::Subscribe {
-            stream_id,
-            from_slot: state.next_slot,
-        };
-        if self.send(learner, subscribe) {
-            tracing::debug!(%learner, stream_id, from_slot = state.next_slot, "subscribed to a learner");
-            state.upstream = Some(Upstream {
-                learner,
-                stream_id,
-                last_heard: Instant::now(),
             });
         }
     }
 
-    fn abandon_upstream(&self, state: &mut FeedState) {
-        if let Some(upstream) = state.upstream.take() {
-            self.send(
-                upstream.learner,
-                Message::Unsubscribe {
-                    stream_id: upstream.stream_id,
-                },
-            );
-        }
+    /// How many streams are joined.
+    pub fn len(&self) -> usize {
+        self.streams.len()
     }
 
-    /// Registers an open event stream (the learner stream runs while any is); dropping the
-    /// returned guard unregisters it.
-    pub fn interest(self: &Arc<Self>) -> Interest {
-        let mut state = lock(&self.state);
-        state.interested += 1;
-        state.idle_since = None;
-        if state.upstream.is_none() {
-            self.subscribe_upstream(&mut state);
-        }
-        Interest {
-            feed: Arc::clone(self),
-        }
-    }
-
-    /// Joins a stream that needs `start` next (None: from wherever the feed is) to the
-    /// feed, if the feed has not moved past it; else returns None and the stream must
-    /// catch up first. Also None while the feed's position is unknown.
-    pub fn join(
-        &self,
-        patterns: &Arc<Vec<Pattern>>,
-        start: Option<Position>,
-    ) -> Option<(Arc<StreamQueue>, Position)> {
-        let mut state = lock(&self.state);
-        if state.next_slot == 0 {
-            return None;
-        }
-        let start = start.unwrap_or(Position::slot_start(state.next_slot));
-        if start.slot < state.next_slot {
-            return None;
-        }
-        let queue = StreamQueue::new(Arc::clone(patterns), start, self.limits);
-        let id = self.fresh_id();
-        state.streams.insert(id, Arc::clone(&queue));
-        Some((queue, start))
-    }
-
-    /// How many event streams are open (joined or catching up).
-    pub fn open_streams(&self) -> usize {
-        lock(&self.state).interested
-    }
-
-    /// The highest applied slot a learner reported.
-    pub fn applied_slot(&self) -> Slot {
-        lock(&self.state).applied_slot
-    }
-
-    /// The first slot the feed has not received (0 while unknown).
-    pub fn next_slot(&self) -> Slot {
-        lock(&self.state).next_slot
-    }
-
-    /// Fetches the writes of slots from `from_slot` on from a learner's history, trying the
-    /// connected learners in turn (starting at `turn`).
-    pub async fn fetch(&self, from_slot: Slot, turn: usize) -> Fetched {
-        let learners = self.connected_learners();
-        let mut oldest_available: Option<Slot> = None;
-        let mut any_answered_empty = false;
-        for attempt in 0..learners.len() {
-            let learner = learners[(turn + attempt) % learners.len()];
-            let stream_id = self.fresh_id();
-            let (sender, receiver) = oneshot::channel();
-            lock(&self.fetches).insert(stream_id, sender);
-            let asked = self.send(
-                learner,
-                Message::ReadApplied {
-                    stream_id,
-                    from_slot,
-                    limit: FETCH_SLOTS,
-                },
-            );
-            let answer = if asked {
-                tokio::time::timeout(FETCH_TIMEOUT, receiver).await.ok()
-            } else {
-                None
-            };
-            lock(&self.fetches).remove(&stream_id);
-            match answer {
-                Some(Ok((
-                    _,
-                    Message::Applied {
-                        from_slot: answered_from,
-                        to_slot,
-                        slots,
-                        applied_slot,
-                        ..
-                    },
-                ))) if answered_from == from_slot => {
-                    {
-                        let mut state = lock(&self.state);
-                        state.applied_slot = state.applied_slot.max(applied_slot);
-                    }
-                    if to_slot > from_slot {
-                        return Fetched::Applied {
-                            to_slot,
-                            events: events_of(slots),
-                        };
-                    }
-                    any_answered_empty = true; // that learner has not applied it yet
-                }
-                Some(Ok((
-                    _,
-                    Message::SubscriptionTooOld {
-                        oldest_available_slot,
-                        ..
-                    },
-                ))) => {
-                    oldest_available =
-                        Some(oldest_available.map_or(oldest_available_slot, |oldest| {
-                            oldest.min(oldest_available_slot)
-                        }));
-                }
-                _ => {}
-            }
-        }
-        match oldest_available {
-            Some(oldest_available_slot) if !any_answered_empty => Fetched::TooOld {
-                oldest_available_slot,
-            },
-            _ if any_answered_empty => Fetched::Applied {
-                to_slot: from_slot,
-                events: Vec::new(),
-            },
-            _ => Fetched::Unavailable,
-        }
-    }
-
-    fn connected_learners(&self) -> Vec<NodeId> {
-        self.network
-            .get()
-            .map(|network| network.connected_nodes(Role::Learner))
-            .unwrap_or_default()
-    }
-
-    fn send(&self, to: NodeId, message: Message) -> bool {
-        self.network
-            .get()
-            .is_some_and(|network| network.send(to, message))
-    }
-
-    fn fresh_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// An open event stream's claim on the feed (see [`Feed::interest`]).
-pub struct Interest {
-    feed: Arc<Feed>,
-}
-
-impl Drop for Interest {
-    fn drop(&mut self) {
-        let mut state = lock(&self.feed.state);
-        state.interested -= 1;
-        if state.interested == 0 {
-            state.idle_since = Some(Instant::now());
-        }
+    /// Whether no stream is joined.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
     }
 }
 
@@ -891,54 +495,5 @@ mod tests {
             .collect();
         assert!(!queue.offer(&events, 11));
         assert!(queue.len() < 10, "{} events queued", queue.len());
-    }
-
-    #[tokio::test]
-    async fn the_feed_follows_pushes_and_resubscribes_when_one_is_missing() {
-        let feed = Arc::new(Feed::new(BufferLimits {
-            events: 100,
-            bytes: 1 << 20,
-        }));
-        let learner = NodeId::learner(1);
-        {
-            let mut state = lock(&feed.state);
-            state.upstream = Some(Upstream {
-                learner,
-                stream_id: 1,
-                last_heard: Instant::now(),
-            });
-        }
-        let push = |from_slot, to_slot, slots| Message::Applied {
-            stream_id: 1,
-            from_slot,
-            to_slot,
-            slots,
-            applied_slot: to_slot - 1,
-        };
-        feed.deliver(learner, push(3, 3, vec![]));
-        assert_eq!(feed.next_slot(), 3, "the first push names the position");
-        let (queue, start) = feed.join(&patterns(&["k*"]), None).unwrap();
-        assert_eq!(start, Position::slot_start(3));
-        assert!(
-            feed.join(&patterns(&["k*"]), Some(Position::slot_start(2)))
-                .is_none(),
-            "a stream behind the feed catches up first"
-        );
-        feed.deliver(learner, push(3, 5, vec![slot(3, &["k1"]), slot(4, &["x"])]));
-        feed.deliver(learner, push(4, 6, vec![slot(4, &["x"]), slot(5, &["k2"])]));
-        assert_eq!(feed.next_slot(), 6);
-        let mut taken = Vec::new();
-        while let QueueItem::Event(event) = queue.take() {
-            taken.push(event.id());
-        }
-        assert_eq!(taken, ["3", "5"], "slot 4 was pushed twice, delivered once");
-        // A push that skips slot 6 means one was lost: the feed does not jump the gap.
-        feed.deliver(learner, push(7, 8, vec![slot(7, &["k3"])]));
-        assert_eq!(feed.next_slot(), 6);
-        assert!(matches!(queue.take(), QueueItem::Idle(5)));
-        assert!(
-            lock(&feed.state).upstream.is_none(),
-            "the feed gave up that stream (no learner is connected to resubscribe)"
-        );
     }
 }

@@ -18,7 +18,7 @@
 //! | `POST /read` | `{"key","consistency"?,"session_id"?}` | `{"key","value","consistency","slot"}` |
 //! | `POST /subscribe` | `{"patterns":[...]}` | `{"subscription_id","patterns","events"}` |
 //! | `POST /unsubscribe` | `{"subscription_id"}` | `{"subscription_id","unsubscribed"}` |
-//! | `GET /subscriptions/{id}/events` | | Server-Sent Events: the matching writes, in slot order (see [`events`]) |
+//! | `GET /subscriptions/{id}/events` | | Server-Sent Events: the matching writes, in slot order (see [`http::events`]) |
 //! | `GET /` | | the web interface |
 //!
 //! Every error is `{"error": "..."}`; 503 means the cluster did not answer within
@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! let config = crate::config::ClientConfig::from_lookup(&runtime::config::Environment)?;
+//! let config = client::config::ClientConfig::from_lookup(&runtime::config::Environment)?;
 //! let handle = client::start(config).await?;
 //! println!("REST API on http://{}", handle.address());
 //! handle.wait().await
@@ -34,16 +34,17 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod cluster;
 pub mod config;
 pub mod connections;
-pub mod events;
+pub mod core;
+pub mod driver;
 pub mod feed;
-mod mailbox;
+pub mod http;
+pub mod limits;
 pub mod pattern;
 pub mod service;
 pub mod subscriptions;
+mod sync;
 mod web;
 
 pub use service::{run, start, ClientHandle};

@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// The longest pattern, in bytes: a key is at most this long too.
-pub const PATTERN_LIMIT_BYTES: usize = crate::api::KEY_LIMIT_BYTES;
+pub const PATTERN_LIMIT_BYTES: usize = crate::limits::KEY_LIMIT_BYTES;
 
 /// One element of a parsed pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]

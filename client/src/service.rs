@@ -1,10 +1,10 @@
-//! The client API service: the REST server and the network towards the cluster, both on
-//! the Tokio runtime (the client API has no protocol state to drive, so no driver thread).
+//! The client API service: the REST server and the [`Driver`] (the network towards the
+//! cluster and the client-API core), both on the Tokio runtime.
 
-use crate::api;
-use crate::cluster::Cluster;
 use crate::config::ClientConfig;
 use crate::connections::{self, ConnectionCounts, HttpLimits};
+use crate::driver::Driver;
+use crate::http;
 use crate::subscriptions::Subscriptions;
 use anyhow::Context;
 use common::node::NodeId;
@@ -58,7 +58,7 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
         .await
         .with_context(|| format!("cannot listen on {} (CLIENT_PORT)", config.listen))?;
     let address = listener.local_addr()?;
-    let cluster = Cluster::connect(&config)
+    let driver = Driver::connect(&config)
         .await
         .context("cannot start the client network")?;
     let node = NodeId::client(config.id);
@@ -73,7 +73,7 @@ pub async fn start(config: ClientConfig) -> anyhow::Result<ClientHandle> {
     };
     let subscriptions = Arc::new(subscriptions);
     let router =
-        api::router_with_subscriptions(cluster, node.to_string(), Arc::clone(&subscriptions));
+        http::router_with_subscriptions(driver, node.to_string(), Arc::clone(&subscriptions));
     let limits = HttpLimits::from_config(&config);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

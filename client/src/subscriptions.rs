@@ -117,7 +117,7 @@ impl Subscriptions {
     /// Blocks on the disk: call it off the async runtime's threads.
     pub fn subscribe(&self, patterns: Vec<Pattern>) -> Result<Uuid, SubscribeError> {
         let id = Uuid::new_v4();
-        if crate::mailbox::lock(&self.entries).len() >= MAX_SUBSCRIPTIONS {
+        if crate::sync::lock(&self.entries).len() >= MAX_SUBSCRIPTIONS {
             return Err(SubscribeError::Full);
         }
         self.append(&StoreRecord::Subscribed {
@@ -128,18 +128,18 @@ impl Subscriptions {
                 .collect(),
         })
         .map_err(SubscribeError::Storage)?;
-        crate::mailbox::lock(&self.entries).insert(id, new_entry(patterns));
+        crate::sync::lock(&self.entries).insert(id, new_entry(patterns));
         Ok(id)
     }
 
     /// Removes subscription `id` and ends its open streams; false if it is unknown.
     /// Blocks on the disk like [`Subscriptions::subscribe`].
     pub fn unsubscribe(&self, id: Uuid) -> Result<bool, std::io::Error> {
-        if !crate::mailbox::lock(&self.entries).contains_key(&id) {
+        if !crate::sync::lock(&self.entries).contains_key(&id) {
             return Ok(false);
         }
         self.append(&StoreRecord::Unsubscribed { id: id.as_u128() })?;
-        let removed = crate::mailbox::lock(&self.entries).remove(&id);
+        let removed = crate::sync::lock(&self.entries).remove(&id);
         match removed {
             Some(entry) => {
                 let _ = entry.cancelled.send(true);
@@ -151,7 +151,7 @@ impl Subscriptions {
 
     /// Subscription `id`, if it exists.
     pub fn get(&self, id: Uuid) -> Option<SubscriptionView> {
-        crate::mailbox::lock(&self.entries)
+        crate::sync::lock(&self.entries)
             .get(&id)
             .map(|entry| SubscriptionView {
                 patterns: Arc::clone(&entry.patterns),
@@ -161,7 +161,7 @@ impl Subscriptions {
 
     /// Ends every open stream quietly (the service is stopping): their subscriptions stay.
     pub fn close_streams(&self) {
-        for entry in crate::mailbox::lock(&self.entries).values_mut() {
+        for entry in crate::sync::lock(&self.entries).values_mut() {
             // Receivers of a dropped sender see the channel closed.
             entry.cancelled = watch::channel(false).0;
         }
@@ -169,7 +169,7 @@ impl Subscriptions {
 
     /// How many subscriptions are held.
     pub fn len(&self) -> usize {
-        crate::mailbox::lock(&self.entries).len()
+        crate::sync::lock(&self.entries).len()
     }
 
     /// Whether there are none.
@@ -181,7 +181,7 @@ impl Subscriptions {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let mut wal = crate::mailbox::lock(store);
+        let mut wal = crate::sync::lock(store);
         wal.append(&encode(record));
         wal.sync()
     }

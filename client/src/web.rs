@@ -2,7 +2,6 @@
 //! build step) that uses the same REST API as every other client: `/write`, `/read`,
 //! `/status` (polled) and `/subscribe` with an `EventSource` on the events stream.
 
-use crate::api::AppState;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -13,7 +12,7 @@ const STYLE_CSS: &str = include_str!("web/style.css");
 const APP_JS: &str = include_str!("web/app.js");
 
 /// `GET /`, `GET /assets/style.css`, `GET /assets/app.js`.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes<State: Clone + Send + Sync + 'static>() -> Router<State> {
     Router::new()
         .route("/", get(index))
         .route("/assets/style.css", get(style))

@@ -2,7 +2,8 @@
 //!
 //! One thread, one seed: the real [`acceptor::core::Acceptor`], [`proposer::core::Proposer`]
 //! and [`learner::core::Learner`] (3 or 5 acceptors, 2 or 3 proposers, 2 learners) and
-//! simulated client API nodes that speak the client API's protocol, over a simulated
+//! the real [`client::core::ClientCore`] of each client API node, driven by a simulated
+//! workload ([`workload`]), over a simulated
 //! network that drops, duplicates, delays and reorders messages and cuts links (asymmetric
 //! cuts included). Nodes crash and restart with exactly what they made durable (an
 //! acceptor's synced records, a proposer's round, a learner's synced log plus any prefix of
@@ -27,10 +28,10 @@
 #![deny(missing_docs)]
 
 pub mod checks;
-pub mod client;
 pub mod history;
 pub mod network;
 pub mod nodes;
+pub mod workload;
 mod world;
 
 use acceptor::core::{Acceptor, Record};
@@ -156,6 +157,8 @@ pub struct Hooks {
     pub start_proposer: Option<fn(&mut Proposer)>,
     /// The learners' quorum, instead of the acceptors' majority.
     pub learner_quorum_size: Option<usize>,
+    /// Runs on every client API core when its node starts or restarts.
+    pub start_client: Option<fn(&mut client::core::ClientCore)>,
 }
 
 /// The properties the simulation checks.

@@ -8,12 +8,12 @@
 //! and the answers); learners sync their log every 100 ms of simulated time; the checks run.
 
 use crate::checks::{check_history, Ledger};
-use crate::client::{Client, ClientTiming, View};
 use crate::history::{Consistency, History, Request};
 use crate::network::{Envelope, Network};
 use crate::nodes::{
     self, AcceptorDriver, LearnerDriver, Membership, ProposerDriver, SimulatedPeers,
 };
+use crate::workload::{Client, View};
 use crate::{
     FaultCounts, Hooks, Property, Report, Scenario, Violation, LEADER_TIMEOUT_TICKS,
     LIVENESS_BOUND_TICKS,
@@ -42,12 +42,19 @@ const HEARTBEAT_TICKS: u64 = 2;
 /// The learner syncs its log at most 10 ticks after a write (100 ms in the services).
 const LEARNER_LOG_SYNC_INTERVAL_TICKS: u64 = 10;
 
-const CLIENT_TIMING: ClientTiming = ClientTiming {
-    attempt_timeout_ticks: 20,
-    request_timeout_ticks: 120,
-    retry_pause_ticks: (1, 3),
-    think_ticks_max: 4,
-};
+/// The client API core's timings, compressed like the servers': attempt 20 ticks, request
+/// 120 ticks, a retry pause of 1 to 3 ticks.
+fn client_options(scenario: &Scenario, id: u32) -> client::core::ClientOptions {
+    client::core::ClientOptions {
+        attempt_timeout_ticks: 20,
+        request_timeout_ticks: 120,
+        retry_pause_ticks: (1, 3),
+        ..client::core::ClientOptions::new(id, scenario.seed ^ (u64::from(id) << 32))
+    }
+}
+
+/// The longest pause between two operations of a client.
+const THINK_TICKS_MAX: u64 = 4;
 
 /// The longest pause between two operations of the quiet client.
 const QUIET_CLIENT_THINK_TICKS_MAX: u64 = 60;
@@ -251,11 +258,13 @@ impl<'a> World<'a> {
                 .map(|id| {
                     // The last client is a quiet client API node: it keeps believing in
                     // a leader long after the others learned of a new one.
-                    let mut timing = CLIENT_TIMING;
-                    if id == scenario.clients && id > 1 {
-                        timing.think_ticks_max = QUIET_CLIENT_THINK_TICKS_MAX;
-                    }
-                    Client::new(id, timing)
+                    let quiet = id == scenario.clients && id > 1;
+                    let think_ticks_max = match quiet {
+                        true => QUIET_CLIENT_THINK_TICKS_MAX,
+                        false => THINK_TICKS_MAX,
+                    };
+                    let options = client_options(scenario, id);
+                    Client::new(id, options, think_ticks_max, hooks.start_client)
                 })
                 .collect(),
             client_lives: vec![Life::Up; scenario.clients as usize],

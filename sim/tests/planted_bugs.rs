@@ -1,4 +1,4 @@
-//! The simulation's checks are not vacuous: each of four known bugs, planted in the real
+//! The simulation's checks are not vacuous: each of seven known bugs, planted in the real
 //! cores through test-only switches (the `planted-bugs` feature, which only this crate's
 //! dev-dependencies turn on), is caught within a budget of seeds.
 //!
@@ -7,6 +7,7 @@
 //! bug prints its violation (seed, property, replay command).
 
 use acceptor::core::{Acceptor, Record};
+use client::core::{ClientCore, PlantedBug as ClientBug};
 use proposer::core::{PlantedBug, Proposer};
 use sim::{run, Hooks, Property, Scenario, Violation};
 
@@ -115,5 +116,56 @@ fn a_strong_read_answered_by_a_node_that_merely_believes_it_leads_is_caught() {
         "read index granted without a confirmation round",
         hooks,
         &[Property::Linearizability],
+    );
+}
+
+#[test]
+fn a_client_api_retry_that_takes_a_new_request_id_is_caught() {
+    let hooks = Hooks {
+        start_client: Some(|core: &mut ClientCore| {
+            core.plant_bug(ClientBug::RetryTakesNewRequestId)
+        }),
+        ..Hooks::default()
+    };
+    // Applied twice (exactly-once), or acknowledged under an id the caller never gave, so
+    // the caller's request is not in the log (a lost acknowledged write).
+    assert_caught(
+        "a retry takes a new request id",
+        hooks,
+        &[
+            Property::ExactlyOnce,
+            Property::LostAcknowledgedWrite,
+            Property::Linearizability,
+        ],
+    );
+}
+
+#[test]
+fn a_strong_read_that_skips_the_read_index_is_caught() {
+    let hooks = Hooks {
+        start_client: Some(|core: &mut ClientCore| {
+            core.plant_bug(ClientBug::StrongReadSkipsReadIndex)
+        }),
+        ..Hooks::default()
+    };
+    assert_caught(
+        "a strong read skips the read index",
+        hooks,
+        &[Property::Linearizability],
+    );
+}
+
+#[test]
+fn a_session_read_that_ignores_its_slot_is_caught() {
+    let hooks = Hooks {
+        start_client: Some(|core: &mut ClientCore| {
+            core.plant_bug(ClientBug::SessionReadIgnoresItsSlot)
+        }),
+        ..Hooks::default()
+    };
+    assert_caught(
+        "a session read ignores its slot",
+        hooks,
+        &[Property::SessionGuarantee],
     );
 }

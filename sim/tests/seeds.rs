@@ -148,7 +148,7 @@ fn the_same_seed_replays_the_same_run() {
 
 /// Seeds of the soak that once broke a property, kept as regression tests (each names
 /// what it found).
-const REGRESSION_SEEDS: [(u64, &str); 2] = [
+const REGRESSION_SEEDS: [(u64, &str); 4] = [
     (
         19_786,
         "liveness: a slot chosen under one ballot, then re-proposed under a higher one by a \
@@ -156,6 +156,16 @@ const REGRESSION_SEEDS: [(u64, &str); 2] = [
          in phase 1 because it had decided it itself",
     ),
     (20_788, "the same liveness bug, another schedule"),
+    (
+        1_154,
+        "session guarantee: a restarted client API reused the read ids of its previous life, \
+         and a learner's late answer to a parked read of the old process (another key) was \
+         taken as the answer to a new read",
+    ),
+    (
+        1_640,
+        "the same reuse of read ids, seen by an eventual read",
+    ),
 ];
 
 #[test]

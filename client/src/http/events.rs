@@ -16,8 +16,10 @@
 //! | `too_old` | `{"error","oldest_available_slot"}` | the resume point is older than the learners hold: the stream ends |
 //! | `unsubscribed` | `{"subscription_id"}` | the subscription was removed: the stream ends |
 
-use crate::api::{body_bytes, parse_object, ApiError, AppState};
-use crate::feed::{Feed, FeedEvent, Fetched, Interest, Joined, Position, QueueItem, StreamEnd};
+use super::errors::{body_bytes, parse_object, ApiError};
+use super::state::AppState;
+use crate::driver::{Driver, Interest};
+use crate::feed::{FeedEvent, Fetched, Joined, Position, QueueItem, StreamEnd};
 use crate::pattern::{any_matches, Pattern};
 use crate::subscriptions::{SubscribeError, MAX_PATTERNS};
 use axum::body::Bytes;
@@ -176,14 +178,14 @@ pub(crate) async fn events(
         .get(uuid)
         .ok_or_else(|| unknown_subscription(&id))?;
     let start = resume_position(query.as_deref(), &headers)?;
-    if state.cluster.feed().open_streams() >= MAX_STREAMS {
+    if state.driver.open_streams() >= MAX_STREAMS {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("this client API serves {MAX_STREAMS} event streams, the most it keeps open"),
         ));
     }
     let stream = EventStream::new(
-        Arc::clone(state.cluster.feed()),
+        Arc::clone(&state.driver),
         view.patterns,
         view.cancelled,
         uuid,
@@ -255,7 +257,7 @@ enum Phase {
 
 /// One subscriber's stream of events.
 struct EventStream {
-    feed: Arc<Feed>,
+    feed: Arc<Driver>,
     patterns: Arc<Vec<Pattern>>,
     cancelled: watch::Receiver<bool>,
     subscription_id: Uuid,
@@ -272,7 +274,7 @@ struct EventStream {
 
 impl EventStream {
     fn new(
-        feed: Arc<Feed>,
+        feed: Arc<Driver>,
         patterns: Arc<Vec<Pattern>>,
         cancelled: watch::Receiver<bool>,
         subscription_id: Uuid,
