@@ -17,6 +17,7 @@ const FORBIDDEN: &[&str] = &[
     "std::process",
     "tracing::",
     "rand::rng(",
+    "rand::random",
     "thread_rng",
     "runtime::",
     "async fn",

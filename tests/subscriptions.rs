@@ -348,11 +348,11 @@ async fn a_wiped_learner_catches_up_though_its_peer_no_longer_holds_the_slots() 
         let read = cluster.read(key, "eventual").await.ok();
         assert_eq!(read["value"], value, "{key}: {read}");
     }
-    let log = std::fs::read_to_string(cluster.data.path().join("learner2.log")).unwrap();
-    assert!(
-        log.contains("a peer sent its state as a snapshot"),
-        "learner1 answered learner2 with its state"
-    );
+    // How learner2 caught up is a race: learner1 answers its SyncDecided with its state
+    // (`Snapshot`, logged as "a peer sent its state as a snapshot"), while the acceptors,
+    // which still hold every slot they accepted, answer its SyncAccepted with the votes.
+    // Either path is correct; the reads above are what must hold. (The snapshot path alone
+    // is tested in learner/src/core/catch_up.rs.)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! in batches (all that are queued, up to [`BATCH_EVENTS_MAX`]), then the driver carries
 //! out the batch's `Ready` in the order that makes the protocol safe: every record is
 //! appended to the log ([`storage::AcceptorLog`]), the log is synced once (group commit:
-//! one fsync for the batch), and only then is any answer sent. So no proposer or learner ever hears of a promise or vote that a crash could undo.
+//! one fsync for the batch), and only then is any answer sent. So no proposer or learner
+//! ever hears of a promise or vote that a crash could undo.
 //!
 //! The acceptor dials no one: proposers and learners connect to it, and votes for learners
 //! go to every learner connected at the time (a learner that missed some asks again with

@@ -20,7 +20,7 @@ use crate::pattern::Pattern;
 use crate::sync::lock;
 use anyhow::Context;
 use common::ballot::Slot;
-use common::message::{Message, NodeStatus, ProposerState, RoleStatus};
+use common::message::{NodeStatus, ProposerState, RoleStatus};
 use common::node::{NodeId, Role};
 use common::value::Command;
 use runtime::network::{Inbound, Network, Transport};
@@ -442,50 +442,20 @@ impl Driver {
     }
 
     /// Fetches the writes of slots from `from_slot` on from a learner's history, trying the
-    /// connected learners in turn (starting at `turn`).
+    /// connected learners in turn (starting at `turn`); the core decides.
     pub async fn fetch(&self, from_slot: Slot, turn: usize) -> Fetched {
-        let learners = lock(&self.inner).core.connected_learners().to_vec();
-        let mut oldest_available: Option<Slot> = None;
-        let mut any_answered_empty = false;
-        for attempt in 0..learners.len() {
-            let learner = learners[(turn + attempt) % learners.len()];
-            let answer = self
-                .call(|core, token| core.fetch(token, learner, from_slot))
-                .await;
-            match answer {
-                Answer::Fetched(FetchAnswer::Answered(Message::Applied {
-                    from_slot: answered_from,
-                    to_slot,
-                    slots,
-                    ..
-                })) if answered_from == from_slot => {
-                    if to_slot > from_slot {
-                        return Fetched::Applied {
-                            to_slot,
-                            events: events_of(slots),
-                        };
-                    }
-                    any_answered_empty = true; // that learner has not applied it yet
-                }
-                Answer::Fetched(FetchAnswer::Answered(Message::SubscriptionTooOld {
-                    oldest_available_slot,
-                    ..
-                })) => {
-                    oldest_available =
-                        Some(oldest_available.map_or(oldest_available_slot, |oldest| {
-                            oldest.min(oldest_available_slot)
-                        }));
-                }
-                _ => {}
-            }
-        }
-        match oldest_available {
-            Some(oldest_available_slot) if !any_answered_empty => Fetched::TooOld {
-                oldest_available_slot,
+        match self
+            .call(|core, token| core.fetch(token, from_slot, turn))
+            .await
+        {
+            Answer::Fetched(FetchAnswer::Applied { to_slot, slots }) => Fetched::Applied {
+                to_slot,
+                events: events_of(slots),
             },
-            _ if any_answered_empty => Fetched::Applied {
-                to_slot: from_slot,
-                events: Vec::new(),
+            Answer::Fetched(FetchAnswer::TooOld {
+                oldest_available_slot,
+            }) => Fetched::TooOld {
+                oldest_available_slot,
             },
             _ => Fetched::Unavailable,
         }

@@ -10,7 +10,7 @@
 //! peer's state. The service holds no protocol decisions.
 
 use crate::config::LearnerConfig;
-use crate::core::LearnerOptions;
+use crate::core::{Learner, LearnerOptions};
 use crate::storage;
 use anyhow::Context;
 use common::node::NodeId;
@@ -91,7 +91,24 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         peers,
         transport,
         loop_options,
-        move |network| NodeDriver::new(core, log, network),
+        move |network| {
+            let mut snapshots_logged = 0;
+            NodeDriver::new(core, log, network).with_observer(move |learner: &Learner| {
+                let (installed, last) = learner.snapshots_installed();
+                if installed == snapshots_logged {
+                    return;
+                }
+                snapshots_logged = installed;
+                if let Some((from, snapshot_slot)) = last {
+                    tracing::info!(
+                        %from,
+                        snapshot_slot,
+                        applied_slot = learner.applied_slot(),
+                        "a peer sent its state as a snapshot"
+                    );
+                }
+            })
+        },
     )
     .await?;
     Ok(Handle {

@@ -3,7 +3,7 @@
 //! A [`NodeDriver`] hands a core ([`Core`]) the events of a batch and its ticks, gathering
 //! what the core asks for in one [`Ready`]; at the end of the batch it carries the `Ready`
 //! out, always in this order:
-//! 1. the writes go to the log ([`Log::write`]) and reach the operating system;
+//! 1. the writes go to the log ([`Log::write`]);
 //! 2. the messages that reveal nothing of them ([`Ready::messages`]) are queued;
 //! 3. if the core asked for it ([`Ready::sync`]), the log is synced: one fsync for the
 //!    whole batch (group commit);
@@ -30,8 +30,9 @@ use std::io;
 
 /// A node's log, as the driver uses it.
 pub trait Log<C: Core> {
-    /// Carries out `writes` in order; the records reach the operating system (not yet
-    /// the disk) before this returns.
+    /// Carries out `writes` in order. A log that is not synced in the same batch must
+    /// hand the records to the operating system before this returns (the learner's: its
+    /// messages may then leave); one that is may keep them until [`Log::sync`].
     fn write(&mut self, writes: Vec<Write<C::Record>>) -> io::Result<()>;
     /// Makes every write so far durable.
     fn sync(&mut self) -> io::Result<()>;
@@ -101,6 +102,10 @@ pub struct NodeDriver<C: Core, L: Log<C>, P: Peers> {
     ready: Ready<C::Record>,
     /// Called after every batch with the core (the proposer logs leadership changes).
     observer: Option<Observer<C>>,
+    /// PLANTED BUG (feature `planted-bugs`, the simulation only): persisted messages are
+    /// queued before the sync.
+    #[cfg(feature = "planted-bugs")]
+    sends_before_sync: bool,
 }
 
 impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
@@ -112,6 +117,28 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
             peers,
             ready: Ready::default(),
             observer: None,
+            #[cfg(feature = "planted-bugs")]
+            sends_before_sync: false,
+        }
+    }
+
+    /// PLANTED BUG, for the simulation only (feature `planted-bugs`): from now on the
+    /// messages that must wait for the sync are queued before it. A crash between the two
+    /// would let a proposer hear of a promise the acceptor then forgets; `sim` must catch
+    /// it.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_sends_before_sync(&mut self) {
+        self.sends_before_sync = true;
+    }
+
+    fn sends_before_sync(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.sends_before_sync
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
         }
     }
 
@@ -194,14 +221,22 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
         for outgoing in &ready.messages {
             self.queue(outgoing);
         }
+        let sends_before_sync = self.sends_before_sync();
+        if sends_before_sync {
+            for outgoing in &ready.persisted_messages {
+                self.queue(outgoing);
+            }
+        }
         if ready.sync {
             self.log.sync().map_err(|error| LogFailure {
                 action: "sync",
                 error,
             })?;
         }
-        for outgoing in &ready.persisted_messages {
-            self.queue(outgoing);
+        if !sends_before_sync {
+            for outgoing in &ready.persisted_messages {
+                self.queue(outgoing);
+            }
         }
         self.peers.flush();
         if wrote {

@@ -159,6 +159,8 @@ pub struct Hooks {
     pub learner_quorum_size: Option<usize>,
     /// Runs on every client API core when its node starts or restarts.
     pub start_client: Option<fn(&mut client::core::ClientCore)>,
+    /// Runs on every acceptor's driver when it starts or restarts.
+    pub start_acceptor: Option<fn(&mut nodes::AcceptorDriver)>,
 }
 
 /// The properties the simulation checks.

@@ -20,7 +20,7 @@ use proposer::storage::RoundStore;
 use runtime::driver::{Log, NodeDriver, Peers};
 use runtime::file_system::SimulatedFileSystem;
 use runtime::tls::Security;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
@@ -48,6 +48,11 @@ pub struct SimulatedPeers {
     membership: Rc<RefCell<Membership>>,
     /// What the node sent in its last batch, for the world to schedule.
     pub outbox: Vec<Envelope>,
+    /// For an acceptor: whether its log holds a record not yet synced. Every answer of an
+    /// acceptor reveals its log, so none may be queued then.
+    unsynced: Option<Rc<Cell<bool>>>,
+    /// Messages queued while `unsynced` was set: each one a broken persist-before-send.
+    pub sent_before_sync: Vec<String>,
 }
 
 impl SimulatedPeers {
@@ -57,6 +62,8 @@ impl SimulatedPeers {
             me,
             membership,
             outbox: Vec::new(),
+            unsynced: None,
+            sent_before_sync: Vec::new(),
         }
     }
 }
@@ -67,6 +74,16 @@ impl Peers for SimulatedPeers {
     }
 
     fn queue(&mut self, to: NodeId, message: &Message) -> bool {
+        if self
+            .unsynced
+            .as_ref()
+            .is_some_and(|unsynced| unsynced.get())
+        {
+            self.sent_before_sync.push(format!(
+                "{:?} to {to} before its log was synced",
+                message.kind()
+            ));
+        }
         if to == self.me || self.membership.borrow().down.contains(&to) {
             return false;
         }
@@ -109,6 +126,8 @@ impl Peers for SimulatedPeers {
 pub struct WatchedAcceptorLog {
     log: AcceptorLog,
     written: Vec<Record>,
+    /// Shared with the acceptor's peers: set from a write to its sync.
+    unsynced: Rc<Cell<bool>>,
     /// Records made durable since the world last took them.
     pub synced: Vec<Record>,
 }
@@ -118,6 +137,7 @@ impl Log<Acceptor> for WatchedAcceptorLog {
         for write in &writes {
             if let Write::Append(record) = write {
                 self.written.push(record.clone());
+                self.unsynced.set(true);
             }
         }
         self.log.write(writes)
@@ -125,6 +145,7 @@ impl Log<Acceptor> for WatchedAcceptorLog {
 
     fn sync(&mut self) -> io::Result<()> {
         self.log.sync()?;
+        self.unsynced.set(false);
         self.synced.append(&mut self.written);
         Ok(())
     }
@@ -174,16 +195,16 @@ pub fn start_acceptor(
         ));
     };
     storage.set_compaction_minimum_bytes(ACCEPTOR_COMPACTION_MINIMUM_BYTES);
+    let unsynced = Rc::new(Cell::new(false));
     let log = WatchedAcceptorLog {
         log,
         written: Vec::new(),
+        unsynced: Rc::clone(&unsynced),
         synced: Vec::new(),
     };
-    Ok(NodeDriver::new(
-        core,
-        log,
-        SimulatedPeers::new(me, Rc::clone(membership)),
-    ))
+    let mut peers = SimulatedPeers::new(me, Rc::clone(membership));
+    peers.unsynced = Some(unsynced);
+    Ok(NodeDriver::new(core, log, peers))
 }
 
 /// Starts a proposer with `options` from the round `disk` holds.

@@ -5,7 +5,7 @@
 //! an order drawn from the seed); proposers and learners tick; clients act; faults strike;
 //! acceptors make the tick's records durable and only then release their answers (group
 //! commit, as the acceptor service does: a crash before that point loses both the records
-//! and the answers); learners sync their log every 100 ms of simulated time; the checks run.
+//! and the answers); learners sync their log at most 10 ticks after a write; the checks run.
 
 use crate::checks::{check_history, Ledger};
 use crate::history::{Consistency, History, Request};
@@ -338,14 +338,18 @@ impl<'a> World<'a> {
         disk: &SimulatedFileSystem,
     ) -> Result<AcceptorDriver, Violation> {
         let rebuild = self.hooks.recover_acceptor.unwrap_or(Acceptor::recover);
-        nodes::start_acceptor(
+        let mut driver = nodes::start_acceptor(
             id,
             self.scenario.acceptors as usize,
             disk,
             rebuild,
             &self.membership,
         )
-        .map_err(|problem| Violation::new(Property::CoreInvariant, problem))
+        .map_err(|problem| Violation::new(Property::CoreInvariant, problem))?;
+        if let Some(start) = self.hooks.start_acceptor {
+            start(&mut driver);
+        }
+        Ok(driver)
     }
 
     fn start_proposer(
@@ -647,6 +651,12 @@ impl<'a> World<'a> {
                 continue;
             }
             carry_out(&mut node.driver, NodeId::acceptor(id))?;
+            if let Some(sent) = node.driver.peers_mut().sent_before_sync.first() {
+                return Err(Violation::new(
+                    Property::CoreInvariant,
+                    format!("acceptor{id} sent {sent}"),
+                ));
+            }
             let synced = std::mem::take(&mut node.driver.log_mut().synced);
             let outbox = std::mem::take(&mut node.driver.peers_mut().outbox);
             let mut promised = false;

@@ -1,5 +1,5 @@
-//! The simulation's checks are not vacuous: each of seven known bugs, planted in the real
-//! cores through test-only switches (the `planted-bugs` feature, which only this crate's
+//! The simulation's checks are not vacuous: each of eight known bugs, planted in the real
+//! cores and driver through test-only switches (the `planted-bugs` feature, which only this crate's
 //! dev-dependencies turn on), is caught within a budget of seeds.
 //!
 //! Each test runs seeds from 1 until the first violation and asserts it comes within
@@ -167,5 +167,22 @@ fn a_session_read_that_ignores_its_slot_is_caught() {
         "a session read ignores its slot",
         hooks,
         &[Property::SessionGuarantee],
+    );
+}
+
+#[test]
+fn a_driver_that_sends_an_acceptors_answers_before_the_sync_is_caught() {
+    let hooks = Hooks {
+        start_acceptor: Some(|driver: &mut sim::nodes::AcceptorDriver| {
+            driver.plant_sends_before_sync()
+        }),
+        ..Hooks::default()
+    };
+    // The simulated network sees an answer queued while the acceptor's log holds a record
+    // not yet synced: the persist-before-send order of the one driver every role runs in.
+    assert_caught(
+        "the driver sends before the sync",
+        hooks,
+        &[Property::CoreInvariant],
     );
 }

@@ -51,12 +51,21 @@ struct Upstream {
     last_heard: u64,
 }
 
-/// A catch-up fetch waiting for its learner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A catch-up fetch: asks the connected learners in turn until one holds the slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Fetch {
     token: Token,
+    /// The learner asked now.
     learner: NodeId,
     until: u64,
+    /// The first slot wanted.
+    from_slot: Slot,
+    /// The learners still to ask, the next one last.
+    remaining: Vec<NodeId>,
+    /// The oldest slot a learner that no longer holds `from_slot` still holds.
+    oldest_available: Option<Slot>,
+    /// Whether a learner answered that it has not applied `from_slot` yet.
+    answered_empty: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,18 +137,51 @@ impl ClientCore {
         }
     }
 
-    /// Fetches the writes of slots from `from_slot` on from `learner`'s history, once
-    /// (`ReadApplied`); [`Answer::Fetched`] with `token` brings its answer or silence.
-    pub fn fetch(&mut self, token: Token, learner: NodeId, from_slot: Slot) -> Vec<Effect> {
+    /// Fetches the writes of slots from `from_slot` on from a learner's history, asking
+    /// the connected learners in turn (starting at the `turn`-th) until one holds them
+    /// (`ReadApplied`); [`Answer::Fetched`] with `token` brings the verdict: the writes
+    /// (an empty range when a learner has not applied `from_slot` yet), too old for every
+    /// learner that answered, or unavailable (none connected, or all silent).
+    pub fn fetch(&mut self, token: Token, from_slot: Slot, turn: usize) -> Vec<Effect> {
+        let count = self.learners.len();
+        let mut remaining: Vec<NodeId> = (0..count)
+            .map(|index| self.learners[(turn + index) % count.max(1)])
+            .collect();
+        remaining.reverse();
+        let fetch = Fetch {
+            token,
+            learner: NodeId::learner(0),
+            until: 0,
+            from_slot,
+            remaining,
+            oldest_available: None,
+            answered_empty: false,
+        };
+        self.fetch_from_next_learner(fetch);
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Asks the next learner of `fetch`, or gives its verdict when none is left.
+    fn fetch_from_next_learner(&mut self, mut fetch: Fetch) {
+        let Some(learner) = fetch.remaining.pop() else {
+            let verdict = match (fetch.oldest_available, fetch.answered_empty) {
+                (_, true) => FetchAnswer::Applied {
+                    to_slot: fetch.from_slot,
+                    slots: Vec::new(),
+                },
+                (Some(oldest_available_slot), false) => FetchAnswer::TooOld {
+                    oldest_available_slot,
+                },
+                (None, false) => FetchAnswer::Unavailable,
+            };
+            self.answer(fetch.token, Answer::Fetched(verdict));
+            return;
+        };
         let stream_id = self.fresh_id();
-        self.feed.fetches.insert(
-            stream_id,
-            Fetch {
-                token,
-                learner,
-                until: self.now + self.options.feed.fetch_timeout_ticks,
-            },
-        );
+        let from_slot = fetch.from_slot;
+        fetch.learner = learner;
+        fetch.until = self.now + self.options.feed.fetch_timeout_ticks;
+        self.feed.fetches.insert(stream_id, fetch);
         self.send(
             learner,
             Message::ReadApplied {
@@ -148,7 +190,41 @@ impl ClientCore {
                 limit: self.options.feed.fetch_slots,
             },
         );
-        std::mem::take(&mut self.effects)
+    }
+
+    /// A learner answered `fetch`: the writes end it; otherwise the next learner is asked.
+    fn on_fetch_answer(&mut self, mut fetch: Fetch, message: Message) {
+        match message {
+            Message::Applied {
+                from_slot,
+                to_slot,
+                slots,
+                applied_slot,
+                ..
+            } if from_slot == fetch.from_slot => {
+                self.feed.applied_slot = self.feed.applied_slot.max(applied_slot);
+                if to_slot > from_slot {
+                    let answer = FetchAnswer::Applied { to_slot, slots };
+                    self.answer(fetch.token, Answer::Fetched(answer));
+                    return;
+                }
+                fetch.answered_empty = true; // that learner has not applied it yet
+            }
+            Message::SubscriptionTooOld {
+                oldest_available_slot,
+                ..
+            } => {
+                fetch.oldest_available = Some(
+                    fetch
+                        .oldest_available
+                        .map_or(oldest_available_slot, |oldest| {
+                            oldest.min(oldest_available_slot)
+                        }),
+                );
+            }
+            _ => {}
+        }
+        self.fetch_from_next_learner(fetch);
     }
 
     pub(super) fn feed_cancel_fetch(&mut self, token: Token) {
@@ -166,10 +242,7 @@ impl ClientCore {
             return;
         }
         if let Some(fetch) = self.feed.fetches.remove(&stream_id) {
-            if let Message::Applied { applied_slot, .. } = &message {
-                self.feed.applied_slot = self.feed.applied_slot.max(*applied_slot);
-            }
-            self.answer(fetch.token, Answer::Fetched(FetchAnswer::Answered(message)));
+            self.on_fetch_answer(fetch, message);
             return;
         }
         let current = matches!(&self.feed.upstream,
@@ -300,9 +373,10 @@ impl ClientCore {
         }
     }
 
+    /// The learner asked by a fetch stayed silent or could not be asked: the next is.
     fn fetch_silent(&mut self, stream_id: u64) {
         if let Some(fetch) = self.feed.fetches.remove(&stream_id) {
-            self.answer(fetch.token, Answer::Fetched(FetchAnswer::Silent));
+            self.fetch_from_next_learner(fetch);
         }
     }
 

@@ -180,13 +180,24 @@ impl fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-/// What a catch-up fetch (`ReadApplied`) got back from the learner asked.
+/// What a catch-up fetch (`ReadApplied`, asked of the learners in turn) found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchAnswer {
-    /// The learner's answer: `Applied` or `SubscriptionTooOld`.
-    Answered(Message),
-    /// No answer in time, or the learner could not be asked.
-    Silent,
+    /// The writes of `[from_slot, to_slot)`; an empty range when no learner that answered
+    /// has applied `from_slot` yet.
+    Applied {
+        /// One past the last slot covered.
+        to_slot: Slot,
+        /// The slots of the range that applied a write, in slot order.
+        slots: Vec<AppliedSlot>,
+    },
+    /// Every learner that answered no longer holds `from_slot`; the oldest slot one does.
+    TooOld {
+        /// The oldest slot a learner still holds.
+        oldest_available_slot: Slot,
+    },
+    /// No learner is connected, or none answered in time.
+    Unavailable,
 }
 
 /// How a request ended.

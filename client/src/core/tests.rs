@@ -501,3 +501,88 @@ fn choose_rotates_after_the_last_tried_and_wraps_around() {
     assert_eq!(choose(&connected, None, Some(3)), Some(NodeId::proposer(1)));
     assert_eq!(choose(&[], Some(1), Some(1)), None);
 }
+
+/// The `ReadApplied` of a fetch sent in `effects`: to whom, and its stream id.
+fn read_applied(effects: &[Effect]) -> (NodeId, u64) {
+    match sends(effects).as_slice() {
+        [(
+            to,
+            Message::ReadApplied {
+                stream_id,
+                from_slot: 5,
+                ..
+            },
+        )] => (*to, *stream_id),
+        other => panic!("expected one ReadApplied from slot 5, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fetch_asks_the_next_learner_after_a_too_old_answer_and_a_silent_one_and_says_too_old() {
+    let mut core = connected_core(11);
+    let (first, stream_id) = read_applied(&core.fetch(7, 5, 1));
+    assert_eq!(
+        first,
+        NodeId::learner(2),
+        "turn 1 starts at the second learner"
+    );
+    let too_old = Message::SubscriptionTooOld {
+        stream_id,
+        oldest_available_slot: 9,
+        applied_slot: 20,
+    };
+    let (second, _) = read_applied(&core.on_message(first, too_old));
+    assert_eq!(second, NodeId::learner(1));
+    let effects = tick_until_effect(&mut core, 1_000);
+    assert_eq!(
+        answers(&effects),
+        vec![(
+            7,
+            Answer::Fetched(FetchAnswer::TooOld {
+                oldest_available_slot: 9
+            })
+        )],
+        "the second learner stayed silent: the first one's verdict stands"
+    );
+}
+
+#[test]
+fn a_fetch_passes_a_learner_that_has_not_applied_the_slot_and_takes_the_next_ones_writes() {
+    let mut core = connected_core(12);
+    let (first, stream_id) = read_applied(&core.fetch(3, 5, 0));
+    let not_yet = Message::Applied {
+        stream_id,
+        from_slot: 5,
+        to_slot: 5,
+        slots: Vec::new(),
+        applied_slot: 4,
+    };
+    let (second, stream_id) = read_applied(&core.on_message(first, not_yet));
+    assert_ne!(second, first);
+    let writes = Message::Applied {
+        stream_id,
+        from_slot: 5,
+        to_slot: 8,
+        slots: Vec::new(),
+        applied_slot: 7,
+    };
+    assert_eq!(
+        answers(&core.on_message(second, writes)),
+        vec![(
+            3,
+            Answer::Fetched(FetchAnswer::Applied {
+                to_slot: 8,
+                slots: Vec::new()
+            })
+        )]
+    );
+}
+
+#[test]
+fn a_fetch_without_a_connected_learner_is_unavailable_at_once() {
+    let mut core = ClientCore::new(options(13));
+    assert_eq!(
+        answers(&core.fetch(1, 5, 0)),
+        vec![(1, Answer::Fetched(FetchAnswer::Unavailable))]
+    );
+}

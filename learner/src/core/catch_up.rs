@@ -137,6 +137,8 @@ impl Learner {
             .map(|(subscription, _)| *subscription)
             .collect();
         self.install_state(snapshot.clone());
+        self.snapshots_installed += 1;
+        self.last_snapshot_installed = Some((from, snapshot_slot));
         for (subscriber, stream_id) in stranded {
             self.subscribers.remove(&(subscriber, stream_id));
             effects.push(self.too_old(subscriber, stream_id));

@@ -172,6 +172,9 @@ pub struct Learner {
     persisted_since_compaction: u64,
     /// The tick of the oldest log write not yet synced, if any.
     unsynced_since_tick: Option<u64>,
+    /// How many peers' states this learner installed, and the last one's sender and slot.
+    snapshots_installed: u64,
+    last_snapshot_installed: Option<(NodeId, Slot)>,
     /// When a snapshot was last sent to each peer.
     snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
     /// What this learner refused from the network, and why.
@@ -205,6 +208,8 @@ impl Learner {
             subscribers: BTreeMap::new(),
             persisted_since_compaction: 0,
             unsynced_since_tick: None,
+            snapshots_installed: 0,
+            last_snapshot_installed: None,
             snapshot_sent_at_tick: BTreeMap::new(),
             alarms: Alarms::new(),
         }
@@ -372,6 +377,14 @@ impl Learner {
     /// How many subscriptions this learner pushes to.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.len()
+    }
+}
+
+impl Learner {
+    /// How many states sent by peers (`Snapshot`) this learner installed, and the sender
+    /// and slot of the last one: for the service's log.
+    pub fn snapshots_installed(&self) -> (u64, Option<(NodeId, Slot)>) {
+        (self.snapshots_installed, self.last_snapshot_installed)
     }
 }
 
