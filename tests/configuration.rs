@@ -5,6 +5,7 @@ use acceptor::config::AcceptorConfig;
 use client::config::ClientConfig;
 use learner::config::LearnerConfig;
 use proposer::config::ProposerConfig;
+use runtime::config::AdminConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -161,5 +162,23 @@ fn pipelining_and_batching_have_defaults_and_refuse_zero() {
         let zero =
             ProposerConfig::from_lookup(&lookup(&[base[0], base[1], (variable, "0")])).unwrap_err();
         assert_eq!(zero.variable, variable);
+    }
+}
+
+#[test]
+fn the_admin_listener_is_off_unless_admin_port_is_set() {
+    assert_eq!(
+        AdminConfig::from_lookup(&lookup(&[])).unwrap(),
+        AdminConfig { listen: None }
+    );
+    let on = AdminConfig::from_lookup(&lookup(&[
+        ("ADMIN_PORT", "9000"),
+        ("BIND_ADDRESS", "0.0.0.0"),
+    ]))
+    .unwrap();
+    assert_eq!(on.listen.as_deref(), Some("0.0.0.0:9000"));
+    for bad in ["0", "http", "70000"] {
+        let problem = AdminConfig::from_lookup(&lookup(&[("ADMIN_PORT", bad)])).unwrap_err();
+        assert_eq!(problem.variable, "ADMIN_PORT", "{bad}");
     }
 }

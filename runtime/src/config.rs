@@ -244,39 +244,3 @@ impl AdminConfig {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    /// The variables `pairs`, in insecure mode unless they say otherwise (the TLS
-    /// variables have tests of their own in `tls`).
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let mut map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect();
-        map.entry("PAXOS_INSECURE".into())
-            .or_insert_with(|| "true".into());
-        move |name: &str| map.get(name).cloned()
-    }
-
-    #[test]
-    fn the_admin_listener_is_off_unless_admin_port_is_set() {
-        assert_eq!(
-            AdminConfig::from_lookup(&lookup(&[])).unwrap(),
-            AdminConfig { listen: None }
-        );
-        let on = AdminConfig::from_lookup(&lookup(&[
-            ("ADMIN_PORT", "9000"),
-            ("BIND_ADDRESS", "0.0.0.0"),
-        ]))
-        .unwrap();
-        assert_eq!(on.listen.as_deref(), Some("0.0.0.0:9000"));
-        for bad in ["0", "http", "70000"] {
-            let problem = AdminConfig::from_lookup(&lookup(&[("ADMIN_PORT", bad)])).unwrap_err();
-            assert_eq!(problem.variable, "ADMIN_PORT", "{bad}");
-        }
-    }
-}

@@ -207,14 +207,19 @@ impl NodeThread {
         let outcome = tokio::task::spawn_blocking(move || thread.join())
             .await
             .context("waiting for the node's thread")?;
-        outcome.map_err(|panic| anyhow::anyhow!("the node stopped: {}", panic_reason(&panic)))
+        outcome.map_err(|panic| {
+            anyhow::anyhow!(
+                "the node stopped: {}",
+                common::panic_message(panic.as_ref())
+            )
+        })
     }
 
     fn join_reporting_panic(&mut self) -> anyhow::Result<()> {
         match self.thread.take().map(JoinHandle::join) {
             Some(Err(panic)) => Err(anyhow::anyhow!(
                 "the node stopped while starting: {}",
-                panic_reason(&panic)
+                common::panic_message(panic.as_ref())
             )),
             _ => Ok(()),
         }
@@ -225,18 +230,6 @@ impl Drop for NodeThread {
     fn drop(&mut self) {
         self.stop_and_join();
     }
-}
-
-fn panic_reason(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| {
-            panic
-                .downcast_ref::<&str>()
-                .map(|reason| reason.to_string())
-        })
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]
