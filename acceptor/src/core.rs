@@ -15,13 +15,20 @@
 //! Accept must name a plausible slot and may not carry a second value for a slot under a
 //! ballot already accepted there. A refused message changes nothing, is not answered, and
 //! raises an alarm ([`Acceptor::alarms`]), the core's only record since it does not log.
+//!
+//! Its memory is bounded by the live window of the log, not by its history: the leader
+//! sends a trim point (`Trim`), the slot up to which enough learners hold the decided
+//! state durably; the acceptor persists it, then forgets every slot at or below it, and
+//! answers a request for a forgotten slot with `Trimmed` (docs/PROTOCOL.md, "Trimming").
+//! Answers that could grow with the log (Promise, AcceptedValues to a learner catching
+//! up) are paged by [`common::value::PAGE_BYTES_MAX`].
 
 use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use common::message::{AcceptedEntry, Message, RoleStatus};
 use common::node::{NodeId, Role};
 use common::ready::{Core, Destination, Event, Outgoing, Ready};
-use common::value::Value;
+use common::value::{fits_in_page, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,6 +46,9 @@ pub enum Record {
     /// The acceptor accepted this value in this slot under this ballot. It also implies a
     /// promise of that ballot, so an Accept that raises the promise needs no second record.
     Accepted(AcceptedEntry),
+    /// Every slot `<= trimmed_slot` is decided and durable at enough learners: forgotten,
+    /// and never accepted again. Written before the slots are dropped from the log.
+    Trimmed(Slot),
 }
 
 /// What the service must do, in order.
@@ -68,6 +78,8 @@ pub struct Acceptor {
     id: u32,
     promised_ballot: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Every slot `<= trimmed_slot` is forgotten: `accepted` holds only slots above it.
+    trimmed_slot: Slot,
     /// Why this acceptor refuses to vote (its log is corrupt); None while it votes.
     storage_fault: Option<String>,
     /// What it refused from the network, and why.
@@ -81,6 +93,7 @@ impl PartialEq for Acceptor {
         self.id == other.id
             && self.promised_ballot == other.promised_ballot
             && self.accepted == other.accepted
+            && self.trimmed_slot == other.trimmed_slot
             && self.storage_fault == other.storage_fault
     }
 }
@@ -94,6 +107,7 @@ impl Acceptor {
             id,
             promised_ballot: Ballot::ZERO,
             accepted: BTreeMap::new(),
+            trimmed_slot: 0,
             storage_fault: None,
             alarms: Alarms::new(),
             messages_handled: 0,
@@ -124,10 +138,13 @@ impl Acceptor {
                 }
                 Record::Accepted(entry) => {
                     acceptor.promised_ballot = acceptor.promised_ballot.max(entry.ballot);
-                    acceptor
-                        .accepted
-                        .insert(entry.slot, (entry.ballot, entry.value));
+                    if entry.slot > acceptor.trimmed_slot {
+                        acceptor
+                            .accepted
+                            .insert(entry.slot, (entry.ballot, entry.value));
+                    }
                 }
+                Record::Trimmed(slot) => acceptor.forget_through(slot),
             }
         }
         acceptor.assert_accepted_ballots_within_promise();
@@ -184,6 +201,7 @@ impl Acceptor {
             Message::SyncAccepted { from_slot, to_slot } => {
                 self.on_sync_accepted(from, from_slot, to_slot)
             }
+            Message::Trim { trimmed_slot } => self.on_trim(from, trimmed_slot),
             _ => Vec::new(),
         }
     }
@@ -228,20 +246,79 @@ impl Acceptor {
             self.promised_ballot = ballot;
             effects.push(Effect::Persist(Record::Promised(ballot)));
         }
-        let accepted = self
-            .accepted
-            .range(from_slot..)
-            .map(|(slot, (accepted_ballot, value))| AcceptedEntry {
-                slot: *slot,
-                ballot: *accepted_ballot,
-                value: value.clone(),
-            })
-            .collect();
+        let (accepted, next_from_slot) = self.page(from_slot, Slot::MAX, usize::MAX);
         effects.push(Effect::Send {
             to: from,
-            message: Message::Promise { ballot, accepted },
+            message: Message::Promise {
+                ballot,
+                accepted,
+                trimmed_slot: self.trimmed_slot,
+                next_from_slot,
+            },
         });
         effects
+    }
+
+    /// The accepted entries of `[from_slot, to_slot)` above the trim point, at most
+    /// `entries_max` of them and one page of bytes, and the slot where the rest starts if
+    /// some are left out.
+    fn page(
+        &self,
+        from_slot: Slot,
+        to_slot: Slot,
+        entries_max: usize,
+    ) -> (Vec<AcceptedEntry>, Option<Slot>) {
+        let from_slot = from_slot.max(self.trimmed_slot.saturating_add(1));
+        let mut entries = Vec::new();
+        let mut used_bytes = 0;
+        if from_slot >= to_slot {
+            return (entries, None);
+        }
+        for (slot, (ballot, value)) in self.accepted.range(from_slot..to_slot) {
+            let size_bytes = value.size_bytes();
+            if entries.len() == entries_max || !fits_in_page(used_bytes, size_bytes) {
+                return (entries, Some(*slot));
+            }
+            used_bytes += size_bytes;
+            entries.push(AcceptedEntry {
+                slot: *slot,
+                ballot: *ballot,
+                value: value.clone(),
+            });
+        }
+        (entries, None)
+    }
+
+    /// The leader's trim point: every slot `<= trimmed_slot` is decided and durable at
+    /// enough learners. Persisted first, then the slots are forgotten. Only a proposer
+    /// sends it, for a plausible slot; an older trim point changes nothing.
+    fn on_trim(&mut self, from: NodeId, trimmed_slot: Slot) -> Vec<Effect> {
+        if from.role != Role::Proposer || !is_plausible_slot(trimmed_slot) {
+            self.raise_alarm(format!(
+                "{from} sent a Trim of slot {trimmed_slot}: ignored (only proposers send it, \
+                 for slots in [1, {MAX_PLAUSIBLE_SLOT}])"
+            ));
+            return Vec::new();
+        }
+        if trimmed_slot <= self.trimmed_slot {
+            return Vec::new();
+        }
+        self.forget_through(trimmed_slot);
+        vec![Effect::Persist(Record::Trimmed(trimmed_slot))]
+    }
+
+    /// Forgets every slot `<= slot` (its trim point rises to `slot`).
+    fn forget_through(&mut self, slot: Slot) {
+        if slot <= self.trimmed_slot {
+            return;
+        }
+        self.trimmed_slot = slot;
+        self.accepted = self.accepted.split_off(&(slot.saturating_add(1)));
+    }
+
+    /// The trim point: every slot up to here is forgotten (0: none).
+    pub fn trimmed_slot(&self) -> Slot {
+        self.trimmed_slot
     }
 
     /// Phase 2: accept `value` in `slot` unless a higher ballot is promised. Accepting also
@@ -261,6 +338,15 @@ impl Acceptor {
         }
         if ballot < self.promised_ballot {
             return vec![self.rejection(from, ballot)];
+        }
+        if slot <= self.trimmed_slot {
+            // Decided and durable at the learners: the leader learns it need not ask.
+            return vec![Effect::Send {
+                to: from,
+                message: Message::Trimmed {
+                    trimmed_slot: self.trimmed_slot,
+                },
+            }];
         }
         let retransmitted = match self.accepted.get(&slot) {
             Some((accepted_ballot, accepted_value)) if *accepted_ballot == ballot => {
@@ -319,25 +405,26 @@ impl Acceptor {
     }
 
     /// A learner filling a gap: the accepted entries of `[from_slot, to_slot)`, at most
-    /// [`SYNC_ENTRIES_MAX`] of them. An empty answer is still sent so the learner knows.
+    /// [`SYNC_ENTRIES_MAX`] of them and one page of bytes (the learner asks again for the
+    /// rest). An empty answer is still sent so the learner knows. Slots at or below the
+    /// trim point are forgotten: `Trimmed` says so first, and the learner takes them from
+    /// a peer.
     fn on_sync_accepted(&self, from: NodeId, from_slot: Slot, to_slot: Slot) -> Vec<Effect> {
-        let entries = if from_slot < to_slot {
-            self.accepted
-                .range(from_slot..to_slot)
-                .take(SYNC_ENTRIES_MAX)
-                .map(|(slot, (ballot, value))| AcceptedEntry {
-                    slot: *slot,
-                    ballot: *ballot,
-                    value: value.clone(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        vec![Effect::Send {
+        let mut effects = Vec::with_capacity(2);
+        if from_slot <= self.trimmed_slot && from_slot < to_slot {
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::Trimmed {
+                    trimmed_slot: self.trimmed_slot,
+                },
+            });
+        }
+        let (entries, _) = self.page(from_slot, to_slot, SYNC_ENTRIES_MAX);
+        effects.push(Effect::Send {
             to: from,
             message: Message::AcceptedValues { entries },
-        }]
+        });
+        effects
     }
 
     fn rejection(&self, to: NodeId, ballot: Ballot) -> Effect {
@@ -358,10 +445,11 @@ impl Acceptor {
     /// [`Acceptor::snapshot`] one record at a time, so that a compaction holds one
     /// record's copy at a time instead of a copy of the whole state.
     pub fn snapshot_records(&self) -> impl Iterator<Item = Record> + '_ {
+        let trim = (self.trimmed_slot > 0).then_some(Record::Trimmed(self.trimmed_slot));
         let promise =
             (self.promised_ballot > Ballot::ZERO).then_some(Record::Promised(self.promised_ballot));
-        promise
-            .into_iter()
+        trim.into_iter()
+            .chain(promise)
             .chain(self.accepted.iter().map(|(slot, (ballot, value))| {
                 Record::Accepted(AcceptedEntry {
                     slot: *slot,
@@ -389,6 +477,7 @@ impl Acceptor {
             promised_ballot: self.promised_ballot,
             accepted_slot_max: self.accepted_slot_max(),
             accepted_slot_count: self.accepted.len() as u64,
+            trimmed_slot: self.trimmed_slot,
             storage_fault: self.storage_fault.clone(),
         }
     }
@@ -415,9 +504,14 @@ impl Acceptor {
             .map(|(ballot, value)| (*ballot, value))
     }
 
-    /// The highest slot with an accepted value (0 if none).
+    /// The highest slot with an accepted value (the trim point if none is left, 0 if none
+    /// ever was).
     pub fn accepted_slot_max(&self) -> Slot {
-        self.accepted.keys().next_back().copied().unwrap_or(0)
+        self.accepted
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.trimmed_slot)
     }
 
     /// How many slots hold an accepted value.
@@ -558,7 +652,9 @@ mod tests {
                     to: proposer(2),
                     message: Message::Promise {
                         ballot: Ballot::new(3, 2),
-                        accepted: vec![]
+                        accepted: vec![],
+                        trimmed_slot: 0,
+                        next_from_slot: None,
                     }
                 }
             ]
@@ -919,6 +1015,8 @@ mod tests {
             Message::Promise {
                 ballot: Ballot::new(9, 9),
                 accepted: vec![],
+                trimmed_slot: 0,
+                next_from_slot: None,
             },
         ] {
             assert!(acceptor.handle(proposer(1), message).is_empty());
@@ -996,6 +1094,7 @@ mod tests {
                 promised_ballot: Ballot::new(7, 3),
                 accepted_slot_max: 4,
                 accepted_slot_count: 1,
+                trimmed_slot: 0,
                 storage_fault: None
             }
         );
@@ -1026,5 +1125,140 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_trim_is_persisted_then_the_slots_at_or_below_it_are_forgotten_and_refused() {
+        let mut acceptor = Acceptor::new(1);
+        for slot in 1..=5 {
+            acceptor.handle(proposer(1), accept(1, 1, slot, "v"));
+        }
+        let effects = acceptor.handle(proposer(2), Message::Trim { trimmed_slot: 3 });
+        assert_eq!(persisted(&effects), vec![Record::Trimmed(3)]);
+        assert!(sends(&effects).is_empty(), "a trim is not answered");
+        assert_eq!(acceptor.trimmed_slot(), 3);
+        assert_eq!(acceptor.accepted_slot_count(), 2, "slots 4 and 5 are left");
+        assert!(acceptor.accepted(3).is_none());
+        // An older trim point changes nothing.
+        assert!(acceptor
+            .handle(proposer(1), Message::Trim { trimmed_slot: 2 })
+            .is_empty());
+        // An Accept of a forgotten slot is answered "trimmed", not voted.
+        let effects = acceptor.handle(proposer(1), accept(1, 1, 2, "late"));
+        assert!(persisted(&effects).is_empty());
+        assert_eq!(sends(&effects), vec![Message::Trimmed { trimmed_slot: 3 }]);
+        // A Promise carries the trim point and only the slots above it.
+        let effects = acceptor.handle(proposer(2), prepare(2, 2, 1));
+        let [Message::Promise {
+            accepted,
+            trimmed_slot,
+            next_from_slot,
+            ..
+        }] = &sends(&effects)[..]
+        else {
+            panic!("expected a Promise: {effects:?}")
+        };
+        assert_eq!(*trimmed_slot, 3);
+        assert_eq!(*next_from_slot, None);
+        assert_eq!(
+            accepted.iter().map(|entry| entry.slot).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        // A learner asking for forgotten slots hears so first, then gets the rest.
+        let effects = acceptor.handle(
+            NodeId::learner(1),
+            Message::SyncAccepted {
+                from_slot: 1,
+                to_slot: 10,
+            },
+        );
+        let answers = sends(&effects);
+        assert_eq!(answers[0], Message::Trimmed { trimmed_slot: 3 });
+        assert!(matches!(&answers[1], Message::AcceptedValues { entries }
+            if entries.iter().map(|entry| entry.slot).collect::<Vec<_>>() == vec![4, 5]));
+        // The trim point survives recovery, and compaction keeps it.
+        let records = acceptor.snapshot();
+        assert_eq!(records[0], Record::Trimmed(3));
+        assert_eq!(Acceptor::recover(1, records), acceptor);
+    }
+
+    #[test]
+    fn a_trim_from_a_node_that_is_not_a_proposer_or_of_an_implausible_slot_is_refused() {
+        let mut acceptor = Acceptor::new(1);
+        acceptor.handle(proposer(1), accept(1, 1, 1, "v"));
+        for (from, slot) in [
+            (NodeId::learner(1), 1),
+            (NodeId::client(1), 1),
+            (proposer(1), u64::MAX),
+        ] {
+            assert!(acceptor
+                .handle(from, Message::Trim { trimmed_slot: slot })
+                .is_empty());
+        }
+        assert_eq!(acceptor.trimmed_slot(), 0);
+        assert_eq!(acceptor.accepted_slot_count(), 1);
+        assert_eq!(acceptor.alarms().len(), 3);
+    }
+
+    #[test]
+    fn a_long_promise_comes_in_pages_of_bounded_bytes() {
+        let mut acceptor = Acceptor::new(1);
+        let large = "x".repeat(1024 * 1024);
+        for slot in 1..=10 {
+            acceptor.handle(
+                proposer(1),
+                Message::Accept {
+                    ballot: Ballot::new(1, 1),
+                    slot,
+                    value: Value::Batch(vec![Command {
+                        request_id: RequestId(u128::from(slot)),
+                        key: "k".into(),
+                        value: large.clone(),
+                    }]),
+                },
+            );
+        }
+        let mut from_slot = 1;
+        let mut slots = Vec::new();
+        let mut pages = 0;
+        loop {
+            let effects = acceptor.handle(proposer(2), prepare(2, 2, from_slot));
+            let [Message::Promise {
+                accepted,
+                next_from_slot,
+                ..
+            }] = &sends(&effects)[..]
+            else {
+                panic!("expected a Promise")
+            };
+            pages += 1;
+            let bytes: usize = accepted.iter().map(|entry| entry.value.size_bytes()).sum();
+            assert!(
+                bytes <= common::value::PAGE_BYTES_MAX,
+                "{bytes} bytes in a page"
+            );
+            slots.extend(accepted.iter().map(|entry| entry.slot));
+            match next_from_slot {
+                Some(next) => from_slot = *next,
+                None => break,
+            }
+        }
+        assert_eq!(
+            slots,
+            (1..=10).collect::<Vec<_>>(),
+            "every slot once, in order"
+        );
+        assert_eq!(pages, 4, "three values of 1 MiB a page");
+        let effects = acceptor.handle(
+            NodeId::learner(1),
+            Message::SyncAccepted {
+                from_slot: 1,
+                to_slot: 11,
+            },
+        );
+        assert!(
+            matches!(&sends(&effects)[..], [Message::AcceptedValues { entries }]
+            if entries.len() == 3)
+        );
     }
 }

@@ -9,8 +9,10 @@
 //! starting from defaults would let it break promises it made.
 //!
 //! The log only grows (each Accept adds a record), so it is compacted: once it exceeds
-//! `max(64 MiB, 2 × its size right after the last compaction)` it is rewritten atomically
-//! with [`Acceptor::snapshot`], one record per slot plus the promise.
+//! `max(16 MiB, 2 × its size right after the last compaction)` it is rewritten atomically
+//! with [`Acceptor::snapshot`]: the trim point, the promise and one record per slot above
+//! the trim point. Since the leader trims what the learners hold durably, the rewritten
+//! log holds the live window, and the file stays bounded whatever the history.
 //!
 //! [`recover_in`] checks the data directory's identity and replays the log (the same code
 //! in the service and in the simulation); [`AcceptorLog`] is the log as the driver of
@@ -33,7 +35,7 @@ use std::sync::Arc;
 pub const LOG_FILE_NAME: &str = "acceptor.wal";
 
 /// The log is never compacted below this size: rewriting a small log buys nothing.
-pub const COMPACTION_MINIMUM_BYTES: u64 = 64 * 1024 * 1024;
+pub const COMPACTION_MINIMUM_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why the acceptor's log cannot be used.
 #[derive(Debug)]

@@ -108,7 +108,12 @@ fn answers_agree_with_state(step: &Step) -> Result<(), String> {
                     "wrong rejection {sent:?} (promised {promised_before})"
                 ));
             }
-            (Message::Prepare { from_slot, .. }, Message::Promise { ballot, accepted }) => {
+            (
+                Message::Prepare { from_slot, .. },
+                Message::Promise {
+                    ballot, accepted, ..
+                },
+            ) => {
                 if *ballot < promised_before || *ballot != step.after.promised_ballot() {
                     return Err(format!(
                         "Promise {ballot} against promise {promised_before}"

@@ -138,6 +138,8 @@ async fn acceptor_answers_proposers_feeds_learners_and_keeps_its_promise_across_
         promise,
         Message::Promise {
             ballot,
+            trimmed_slot: 0,
+            next_from_slot: None,
             accepted: vec![]
         }
     );
@@ -177,6 +179,7 @@ async fn acceptor_answers_proposers_feeds_learners_and_keeps_its_promise_across_
             promised_ballot: ballot,
             accepted_slot_max: 1,
             accepted_slot_count: 1,
+            trimmed_slot: 0,
             storage_fault: None
         }
     );
@@ -214,6 +217,8 @@ async fn acceptor_answers_proposers_feeds_learners_and_keeps_its_promise_across_
             .await,
         Message::Promise {
             ballot: higher,
+            trimmed_slot: 0,
+            next_from_slot: None,
             accepted: vec![entry]
         },
         "the vote survived the restart"

@@ -267,6 +267,7 @@ fn node_status(random: &mut ChaCha8Rng, anchors: &Anchors) -> NodeStatus {
             promised_ballot: ballot(random, anchors),
             accepted_slot_max: slot(random, anchors),
             accepted_slot_count: edge_u64(random, &[]),
+            trimmed_slot: slot(random, anchors),
             storage_fault: random.random_bool(0.5).then(|| text(random)),
         },
         1 => RoleStatus::Proposer {
@@ -323,6 +324,8 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
         3 | 4 => Message::Promise {
             ballot: ballot(random, anchors),
             accepted: short_vec(random, |random| accepted_entry(random, anchors)),
+            trimmed_slot: slot(random, anchors),
+            next_from_slot: random.random_bool(0.3).then(|| slot(random, anchors)),
         },
         5 | 6 => Message::Accept {
             ballot: ballot(random, anchors),
@@ -394,8 +397,17 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
             entries: short_vec(random, |random| decided_entry(random, anchors)),
             applied_slot: slot(random, anchors),
         },
-        25 => Message::LearnerProgress {
-            applied_slot: slot(random, anchors),
+        25 => match random.random_range(0..3) {
+            0 => Message::LearnerProgress {
+                applied_slot: slot(random, anchors),
+                durable_slot: slot(random, anchors),
+            },
+            1 => Message::Trim {
+                trimmed_slot: slot(random, anchors),
+            },
+            _ => Message::Trimmed {
+                trimmed_slot: slot(random, anchors),
+            },
         },
         26 => Message::Subscribe {
             stream_id: edge_u64(random, &[]),

@@ -12,7 +12,8 @@
 //! | `Read` / `ReadReply` / `ReadTimedOut` | client -> learner -> client | reads the key-value state |
 //! | `SyncDecided` / `Decided` | learner -> learner -> learner | gap filling between learners |
 //! | `SyncAccepted` | learner -> acceptor | asks for `AcceptedValues` from a slot on |
-//! | `LearnerProgress` | learner -> proposers | the applied slot, so a new leader knows what is decided |
+//! | `LearnerProgress` | learner -> proposers | the applied and durable slots, so a new leader knows what is decided and the leader where to trim |
+//! | `Trim` / `Trimmed` | leader -> acceptors; acceptor -> proposer or learner | acceptors forget slots held durably by enough learners; asked for one, they say so |
 //! | `StatusRequest` / `StatusReply` | client -> any node -> client | the `/status` page |
 //! | `Subscribe` / `Unsubscribe` / `Applied` / `SubscriptionTooOld` | client -> learner -> client | the writes each applied slot made, pushed for change notifications |
 //! | `ReadApplied` / `Applied` | client -> learner -> client | the writes of past slots, fetched once |
@@ -64,11 +65,22 @@ pub enum Message {
         from_slot: Slot,
     },
     /// Phase 1b: the acceptor promised `ballot` (durably, before sending this).
+    ///
+    /// Paged: one Promise carries at most `PROMISE_PAGE_BYTES` of values. A candidate that
+    /// gets `next_from_slot: Some(slot)` asks the same acceptor again with a Prepare of the
+    /// same ballot from `slot`; the acceptor's report is complete with the page that says
+    /// `None`. Nothing below the ballot can change the slots between two pages: the
+    /// acceptor promised the ballot, and the candidate proposes nothing before it leads.
     Promise {
         /// The ballot promised.
         ballot: Ballot,
-        /// Everything the acceptor accepted in the requested slots.
+        /// What the acceptor accepted in the slots of this page, in slot order.
         accepted: Vec<AcceptedEntry>,
+        /// Every slot `<= trimmed_slot` is decided and held durably by enough learners:
+        /// the acceptor forgot it (see `Trim`), and a new leader must not propose there.
+        trimmed_slot: Slot,
+        /// Where the next page starts, if the report goes on.
+        next_from_slot: Option<Slot>,
     },
     /// Phase 2a: "accept `value` in `slot` under `ballot`".
     Accept {
@@ -99,6 +111,19 @@ pub enum Message {
     AcceptedValues {
         /// The accepted slots.
         entries: Vec<AcceptedEntry>,
+    },
+    /// The leader tells the acceptors that every slot `<= trimmed_slot` is decided and
+    /// held in the durable state of enough learners (see docs/PROTOCOL.md, "Trimming"):
+    /// they persist the trim point, then forget those slots.
+    Trim {
+        /// The highest slot the acceptors may forget.
+        trimmed_slot: Slot,
+    },
+    /// An acceptor's answer to an Accept or a SyncAccepted of slots it forgot: every slot
+    /// `<= trimmed_slot` is decided and must be learned from a learner (a snapshot).
+    Trimmed {
+        /// The acceptor's trim point.
+        trimmed_slot: Slot,
     },
     /// A learner asks an acceptor for what it accepted in `[from_slot, to_slot)`.
     SyncAccepted {
@@ -220,10 +245,13 @@ pub enum Message {
         /// The slot the sender has applied.
         applied_slot: Slot,
     },
-    /// A learner tells proposers how far it has applied.
+    /// A learner tells proposers how far it has applied, and how far its state is
+    /// durable (the leader's trim point follows the learners' durable slots).
     LearnerProgress {
         /// All slots `<= applied_slot` are decided and applied.
         applied_slot: Slot,
+        /// The learner's synced log restores every slot `<= durable_slot` after a crash.
+        durable_slot: Slot,
     },
 
     /// Asks any node for its state.
@@ -380,6 +408,8 @@ pub enum RoleStatus {
         accepted_slot_max: Slot,
         /// How many slots it holds.
         accepted_slot_count: u64,
+        /// Every slot up to here is forgotten (decided and durable at the learners).
+        trimmed_slot: Slot,
         /// Why the acceptor refuses to vote, if it does: its log is corrupt, so it cannot
         /// know what it promised. None while its storage is sound.
         storage_fault: Option<String>,

@@ -38,6 +38,8 @@ pub enum MessageKind {
     SyncDecided,
     Decided,
     LearnerProgress,
+    Trim,
+    Trimmed,
     StatusRequest,
     StatusReply,
     Subscribe,
@@ -75,6 +77,8 @@ impl Message {
             Message::SyncDecided { .. } => MessageKind::SyncDecided,
             Message::Decided { .. } => MessageKind::Decided,
             Message::LearnerProgress { .. } => MessageKind::LearnerProgress,
+            Message::Trim { .. } => MessageKind::Trim,
+            Message::Trimmed { .. } => MessageKind::Trimmed,
             Message::StatusRequest { .. } => MessageKind::StatusRequest,
             Message::StatusReply { .. } => MessageKind::StatusReply,
             Message::Subscribe { .. } => MessageKind::Subscribe,
@@ -108,6 +112,11 @@ pub const ROUTES: &[(MessageKind, Role, Role)] = &[
     (K::Heartbeat, P, P),
     (K::Heartbeat, P, L),
     (K::LearnerProgress, L, P),
+    // Trimming: the leader tells the acceptors what they may forget; asked for a
+    // forgotten slot, an acceptor says so.
+    (K::Trim, P, A),
+    (K::Trimmed, A, P),
+    (K::Trimmed, A, L),
     // Writes: a client API to any proposer, a follower forwards to the leader, and the
     // answer comes back the same way.
     (K::Write, C, P),

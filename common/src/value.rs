@@ -50,4 +50,29 @@ impl Value {
             Value::Batch(commands) => commands,
         }
     }
+
+    /// About how many bytes this value takes on the wire: what pages of answers (Promise,
+    /// AcceptedValues, Decided) are measured in, so that no answer grows with the log.
+    pub fn size_bytes(&self) -> usize {
+        self.commands()
+            .iter()
+            .map(|command| COMMAND_OVERHEAD_BYTES + command.key.len() + command.value.len())
+            .sum::<usize>()
+            + COMMAND_OVERHEAD_BYTES
+    }
+}
+
+/// What a command costs on the wire besides its key and value (its request id, lengths),
+/// rounded up; also the cost of an empty value.
+const COMMAND_OVERHEAD_BYTES: usize = 24;
+
+/// The most bytes of values one paged answer carries (a Promise, an `AcceptedValues` or a
+/// `Decided` sent to catch a node up): a few MiB keep a frame far below the network's
+/// limits and the receiver's memory bounded, however long the log that is asked for.
+pub const PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Whether a value of `next_bytes` still fits a page that holds `used_bytes`: the first
+/// value of a page always fits, so a page is never empty while values remain.
+pub fn fits_in_page(used_bytes: usize, next_bytes: usize) -> bool {
+    used_bytes == 0 || used_bytes + next_bytes <= PAGE_BYTES_MAX
 }

@@ -57,6 +57,9 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     options.seed = rand::random();
     options.max_slots_in_flight = config.max_slots_in_flight as usize;
     options.max_batch_commands = config.max_batch_commands as usize;
+    // Learners are numbered from 1 in the order of LEARNER_HOSTS; their durable slots set
+    // the trim point of the acceptors' logs.
+    options.learner_count = config.learner_hosts.len();
     let me = NodeId::proposer(config.id);
     let transport = Transport::from_security(&config.security, me)
         .context("loading the node's TLS certificates")?;

@@ -44,6 +44,8 @@ fn next_message(random: &mut ChaCha8Rng, proposer: &Proposer) -> (NodeId, Messag
         let message = match state {
             ProposerState::Candidate => Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: (0..random.random_range(0..3))
                     .map(|_| {
                         let mut entry = fuzzing::accepted_entry(random, &anchors);

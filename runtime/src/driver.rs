@@ -356,6 +356,7 @@ mod tests {
                 promised_ballot: common::ballot::Ballot::ZERO,
                 accepted_slot_max: 0,
                 accepted_slot_count: 0,
+                trimmed_slot: 0,
                 storage_fault: None,
             }
         }

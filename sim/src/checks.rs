@@ -8,7 +8,11 @@
 //! - **in-order application**: every learner's applied state is the state after a prefix
 //!   of the one agreed log;
 //! - **exactly-once**: no learner applies a write twice (a retried write decided in two
-//!   slots takes effect in the first only).
+//!   slots takes effect in the first only);
+//! - **recoverability**: an acceptor forgets slots (trimming) only up to a slot that
+//!   `trim_copies` learners held in their durable state (as each last reported it to
+//!   itself, the highest since the run began: a learner's disk lost later is the one
+//!   failure the rule tolerates).
 //!
 //! At the end of a run ([`check_history`]): no acknowledged write is lost; writes and
 //! strong reads are linearizable per key; session reads see their session's writes and
@@ -50,11 +54,15 @@ pub struct Ledger {
     checked_through: BTreeMap<u32, Slot>,
     shadows: BTreeMap<u32, Shadow>,
     keys: Vec<String>,
+    /// How many learners must hold a slot durably before an acceptor may forget it.
+    trim_copies: usize,
+    /// Per learner, the highest durable slot it has had.
+    learner_durable_slots: BTreeMap<u32, Slot>,
 }
 
 impl Ledger {
     /// A ledger for a cluster whose acceptor quorum is `acceptor_quorum`, over `keys`.
-    pub fn new(acceptor_quorum: usize, keys: Vec<String>) -> Self {
+    pub fn new(acceptor_quorum: usize, keys: Vec<String>, trim_copies: usize) -> Self {
         Ledger {
             acceptor_quorum,
             proposed: BTreeMap::new(),
@@ -64,6 +72,8 @@ impl Ledger {
             checked_through: BTreeMap::new(),
             shadows: BTreeMap::new(),
             keys,
+            trim_copies,
+            learner_durable_slots: BTreeMap::new(),
         }
     }
 
@@ -112,6 +122,27 @@ impl Ledger {
         }
     }
 
+    /// Checks **recoverability** when acceptor `acceptor` durably forgot every slot up
+    /// to `trimmed_slot`.
+    pub fn trimmed(&self, acceptor: u32, trimmed_slot: Slot) -> Result<(), Violation> {
+        let holders = self
+            .learner_durable_slots
+            .values()
+            .filter(|durable| **durable >= trimmed_slot)
+            .count();
+        if holders >= self.trim_copies.max(1) {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Property::Recoverability,
+            format!(
+                "acceptor{acceptor} forgot the slots up to {trimmed_slot}, which only {holders} \
+                 learners held durably (durable slots {:?}; {} needed)",
+                self.learner_durable_slots, self.trim_copies
+            ),
+        ))
+    }
+
     /// Forgets what was checked of learner `id`, which restarted from its log.
     pub fn learner_restarted(&mut self, id: u32) {
         self.checked_through.remove(&id);
@@ -122,6 +153,8 @@ impl Ledger {
     /// slot it decided since last time, then **in-order application** and
     /// **exactly-once** of its applied state.
     pub fn check_learner(&mut self, id: u32, learner: &Learner) -> Result<(), Violation> {
+        let durable = self.learner_durable_slots.entry(id).or_insert(0);
+        *durable = (*durable).max(learner.durable_slot());
         let checked_through = self.checked_through.get(&id).copied().unwrap_or(0);
         for slot in checked_through + 1..=learner.known_slot_max() {
             let Some(value) = learner.decided_value(slot) else {

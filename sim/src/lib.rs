@@ -184,6 +184,8 @@ pub enum Property {
     EventualRead,
     /// After faults stop, every learner reaches the same final state.
     Convergence,
+    /// No acceptor forgets a slot (trimming) before enough learners hold it durably.
+    Recoverability,
     /// After faults stop, every running operation completes within the bound.
     Liveness,
     /// A core's own invariant assertion failed (it panicked).
@@ -202,6 +204,7 @@ impl fmt::Display for Property {
             Property::SessionGuarantee => "session guarantee",
             Property::EventualRead => "eventual read validity",
             Property::Convergence => "convergence",
+            Property::Recoverability => "recoverability",
             Property::Liveness => "liveness",
             Property::CoreInvariant => "core invariant",
         };

@@ -225,6 +225,7 @@ fn proposer_options(scenario: &Scenario, id: u32, starts: u64) -> ProposerOption
     options.max_batch_commands = 4;
     options.retransmit_ticks = 6;
     options.seed = scenario.seed ^ (starts << 40);
+    options.learner_count = scenario.learners as usize;
     options
 }
 
@@ -270,7 +271,11 @@ impl<'a> World<'a> {
             client_lives: vec![Life::Up; scenario.clients as usize],
             client_backlogs: vec![Vec::new(); scenario.clients as usize],
             history: History::default(),
-            ledger: Ledger::new(scenario.quorum_size(), keys),
+            ledger: Ledger::new(
+                scenario.quorum_size(),
+                keys,
+                scenario.learners.min(2) as usize,
+            ),
             faults: FaultCounts::default(),
             partition_until: None,
             wake_partition: None,
@@ -664,6 +669,7 @@ impl<'a> World<'a> {
                 match record {
                     Record::Accepted(entry) => self.ledger.accepted(id, entry)?,
                     Record::Promised(_) => promised = true,
+                    Record::Trimmed(slot) => self.ledger.trimmed(id, *slot)?,
                 }
             }
             self.schedule(outbox);

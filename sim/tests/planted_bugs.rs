@@ -1,4 +1,4 @@
-//! The simulation's checks are not vacuous: each of eight known bugs, planted in the real
+//! The simulation's checks are not vacuous: each of nine known bugs, planted in the real
 //! cores and driver through test-only switches (the `planted-bugs` feature, which only this crate's
 //! dev-dependencies turn on), is caught within a budget of seeds.
 //!
@@ -100,6 +100,25 @@ fn a_leader_that_skips_a_value_accepted_by_a_minority_is_caught() {
             Property::Agreement,
             Property::LostAcknowledgedWrite,
             Property::Linearizability,
+        ],
+    );
+}
+
+#[test]
+fn a_leader_that_trims_one_slot_too_far_is_caught() {
+    let hooks = Hooks {
+        start_proposer: Some(|proposer: &mut Proposer| {
+            proposer.plant_bug(PlantedBug::TrimOneSlotTooFar)
+        }),
+        ..Hooks::default()
+    };
+    assert_caught(
+        "leader trims the acceptors one slot beyond what the learners hold durably",
+        hooks,
+        &[
+            Property::Recoverability,
+            Property::Convergence,
+            Property::Liveness,
         ],
     );
 }

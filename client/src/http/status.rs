@@ -115,11 +115,13 @@ pub fn node_json(node: &NodeReport) -> JsonValue {
             promised_ballot,
             accepted_slot_max,
             accepted_slot_count,
+            trimmed_slot,
             storage_fault,
         } => json!({
             "promised_ballot": promised_ballot.to_string(),
             "accepted_slot_max": accepted_slot_max,
             "accepted_slot_count": accepted_slot_count,
+            "trimmed_slot": trimmed_slot,
             "storage": match storage_fault {
                 None => "ok".to_string(),
                 Some(reason) => format!("refusing to vote: {reason}"),

@@ -2,10 +2,15 @@
 //! slots from leaders' heartbeats, peers and reads, and fills the gap: first from peer
 //! learners (`SyncDecided` / `Decided`), then from the acceptors' votes (`SyncAccepted`).
 //! A peer that needs slots older than the history gets the whole state (`Snapshot`).
+//! Acceptors forget slots the learners hold durably (trimming): asked for one, an acceptor
+//! answers `Trimmed`, and such slots come from a peer learner only, as its snapshot if
+//! need be. Answers are paged ([`common::value::PAGE_BYTES_MAX`]), never one frame that
+//! grows with the log.
 
 use common::ballot::Slot;
 use common::message::{DecidedEntry, Message, StateSnapshot};
 use common::node::{NodeId, Role};
+use common::value::fits_in_page;
 
 use super::{Effect, Learner};
 
@@ -95,10 +100,17 @@ impl Learner {
             });
             from_slot = self.applied_slot + 1;
         }
+        let mut used_bytes = 0;
         let entries = self
             .decided
             .range(from_slot..)
             .take(limit)
+            .take_while(|(_, value)| {
+                let size_bytes = value.size_bytes();
+                let fits = fits_in_page(used_bytes, size_bytes);
+                used_bytes += size_bytes;
+                fits
+            })
             .map(|(slot, value)| DecidedEntry {
                 slot: *slot,
                 value: value.clone(),
@@ -153,6 +165,32 @@ impl Learner {
         effects
     }
 
+    /// An acceptor forgot every slot `<= trimmed_slot`: this learner asks its peers at once
+    /// if it needs one of them, and asks acceptors only for later slots from now on.
+    pub(super) fn on_trimmed(&mut self, from: NodeId, trimmed_slot: Slot) -> Vec<Effect> {
+        if from.role != Role::Acceptor {
+            self.raise_alarm(format!("{from} sent a Trimmed: ignored"));
+            return Vec::new();
+        }
+        if !self.plausible_slot_from(from, "Trimmed", trimmed_slot)
+            || trimmed_slot <= self.acceptors_trimmed_slot
+        {
+            return Vec::new();
+        }
+        self.acceptors_trimmed_slot = trimmed_slot;
+        self.known_slot_max = self.known_slot_max.max(trimmed_slot);
+        if trimmed_slot <= self.applied_slot {
+            return Vec::new();
+        }
+        vec![Effect::Broadcast {
+            role: Role::Learner,
+            message: Message::SyncDecided {
+                from_slot: self.applied_slot + 1,
+                limit: SYNC_BATCH_SLOTS as u32,
+            },
+        }]
+    }
+
     /// While the applied slot stays behind a known slot: after one interval ask the peer
     /// learners, from the second interval on also ask the acceptors for their votes.
     pub(super) fn fill_gaps(&mut self, effects: &mut Vec<Effect>) {
@@ -173,15 +211,17 @@ impl Learner {
                 limit: SYNC_BATCH_SLOTS as u32,
             },
         });
-        if self.stalled_ticks >= 2 * interval {
+        // Acceptors forgot the slots up to their trim point: asked only for later ones.
+        let acceptor_from_slot = from_slot.max(self.acceptors_trimmed_slot.saturating_add(1));
+        if self.stalled_ticks >= 2 * interval && acceptor_from_slot <= self.known_slot_max {
             effects.push(Effect::Broadcast {
                 role: Role::Acceptor,
                 message: Message::SyncAccepted {
-                    from_slot,
+                    from_slot: acceptor_from_slot,
                     to_slot: self
                         .known_slot_max
                         .saturating_add(1)
-                        .min(from_slot.saturating_add(SYNC_BATCH_SLOTS)),
+                        .min(acceptor_from_slot.saturating_add(SYNC_BATCH_SLOTS)),
                 },
             });
         }
@@ -341,7 +381,10 @@ mod tests {
         assert!(effects.iter().all(|effect| *effect
             == Effect::Broadcast {
                 role: Role::Proposer,
-                message: Message::LearnerProgress { applied_slot: 0 }
+                message: Message::LearnerProgress {
+                    applied_slot: 0,
+                    durable_slot: 0
+                }
             }));
     }
 
@@ -412,7 +455,10 @@ mod tests {
             learner.on_connected(NodeId::proposer(1)),
             send(
                 NodeId::proposer(1),
-                Message::LearnerProgress { applied_slot: 1 }
+                Message::LearnerProgress {
+                    applied_slot: 1,
+                    durable_slot: 0
+                }
             )
         );
         assert!(learner.on_connected(NodeId::client(1)).is_empty());
@@ -495,5 +541,94 @@ mod tests {
             )
             .is_empty());
         assert_eq!(behind.value_of("k3"), Some("v3"));
+    }
+
+    #[test]
+    fn an_acceptor_that_trimmed_the_slots_needed_sends_the_learner_to_its_peers() {
+        let mut learner = learner();
+        let effects = learner.handle(NodeId::acceptor(1), Message::Trimmed { trimmed_slot: 50 });
+        assert_eq!(
+            broadcasts_to(&effects, Role::Learner),
+            vec![Message::SyncDecided {
+                from_slot: 1,
+                limit: SYNC_BATCH_SLOTS as u32
+            }]
+        );
+        assert_eq!(learner.acceptors_trimmed_slot(), 50);
+        assert_eq!(learner.known_slot_max(), 50);
+        // Acceptors are then asked only for slots above their trim point.
+        learner.handle(
+            NodeId::proposer(1),
+            Message::Heartbeat {
+                ballot: Ballot::new(1, 1),
+                decided_slot_max: 60,
+            },
+        );
+        let asked = broadcasts_to(&ticks(&mut learner, 40), Role::Acceptor);
+        assert_eq!(
+            asked,
+            vec![Message::SyncAccepted {
+                from_slot: 51,
+                to_slot: 61
+            }]
+        );
+        // Only acceptors say so.
+        assert!(learner
+            .handle(NodeId::learner(2), Message::Trimmed { trimmed_slot: 80 })
+            .is_empty());
+        assert_eq!(learner.acceptors_trimmed_slot(), 50);
+    }
+
+    #[test]
+    fn progress_promises_a_durable_slot_only_after_the_sync_that_makes_it_durable() {
+        use common::ready::{Core, Destination, Ready};
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let mut ready = Ready::default();
+        for slot in 1..=3 {
+            let value = write(slot as u128, "k", "v");
+            for acceptor in [1, 2] {
+                learner.on_event(
+                    common::ready::Event::Message(
+                        NodeId::acceptor(acceptor),
+                        votes(&[(slot, ballot, &value)]),
+                    ),
+                    &mut ready,
+                );
+            }
+        }
+        assert_eq!(learner.applied_slot(), 3);
+        let mut synced_at = None;
+        for tick in 1..=10 {
+            let mut ready = Ready::default();
+            learner.on_tick(&mut ready);
+            let progress: Vec<&Message> = ready
+                .persisted_messages
+                .iter()
+                .filter(|outgoing| outgoing.to == Destination::Role(Role::Proposer))
+                .map(|outgoing| &outgoing.message)
+                .collect();
+            assert!(
+                !ready
+                    .messages
+                    .iter()
+                    .any(|outgoing| matches!(outgoing.message, Message::LearnerProgress { .. })),
+                "progress never leaves before the batch's sync"
+            );
+            if ready.sync {
+                synced_at = Some(tick);
+            }
+            for message in progress {
+                let Message::LearnerProgress { durable_slot, .. } = message else {
+                    continue;
+                };
+                match synced_at {
+                    Some(_) => assert!(*durable_slot <= 3),
+                    None => assert_eq!(*durable_slot, 0, "nothing synced yet at tick {tick}"),
+                }
+            }
+        }
+        assert!(synced_at.is_some(), "a sync within the interval");
+        assert_eq!(learner.durable_slot(), 3);
     }
 }

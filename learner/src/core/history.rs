@@ -67,6 +67,9 @@ impl Learner {
         let mut effects = Vec::new();
         learner.apply_contiguous(&mut effects);
         learner.trim_history();
+        // What was read back may sit in the page cache only (the process, not the machine,
+        // crashed): durable once the first sync is done, soon after start.
+        learner.unsynced_since_tick = Some(0);
         debug_assert!(
             effects.is_empty(),
             "no reads or subscribers wait during recovery"

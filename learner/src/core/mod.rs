@@ -40,8 +40,8 @@ use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Slot, MAX_PLAUSIBLE_SLOT};
 use common::message::{DecidedEntry, Message, RoleStatus, StateSnapshot};
 use common::node::{NodeId, Role};
-use common::ready::{Core, Destination, Event, Ready};
-use common::value::{RequestId, Value};
+use common::ready::{Core, Destination, Event, Outgoing, Ready};
+use common::value::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,10 +54,12 @@ mod subscriptions;
 mod test_support;
 mod votes;
 
+pub use applied_state::EXACTLY_ONCE_WINDOW_COMMANDS;
 pub use catch_up::{SNAPSHOT_RESEND_TICKS, SYNC_BATCH_SLOTS};
 pub use history::DEFAULT_RETAIN_SLOTS;
 pub use subscriptions::APPLIED_CHUNK_BYTES;
 
+use applied_state::AppliedRequests;
 use reads::ParkedRead;
 use votes::SlotVotes;
 
@@ -87,6 +89,11 @@ pub struct LearnerOptions {
     /// not synced per batch: a crash may lose its last moments, which the learner then
     /// fills like any gap.
     pub log_sync_interval_ticks: u64,
+    /// How many of the last applied commands keep their request id, so that a retry is
+    /// applied at most once (see [`EXACTLY_ONCE_WINDOW_COMMANDS`]). Every learner of a
+    /// cluster must use the same window, or their states could differ: it is not
+    /// configurable outside tests.
+    pub exactly_once_window_commands: usize,
 }
 
 impl LearnerOptions {
@@ -104,6 +111,7 @@ impl LearnerOptions {
             retain_slots: DEFAULT_RETAIN_SLOTS,
             subscriber_heartbeat_ticks: 50,
             log_sync_interval_ticks: 10,
+            exactly_once_window_commands: EXACTLY_ONCE_WINDOW_COMMANDS,
         }
     }
 }
@@ -158,9 +166,10 @@ pub struct Learner {
     votes: BTreeMap<Slot, SlotVotes>,
     /// The replicated state: the result of applying slots `[1, applied_slot]`.
     key_values: BTreeMap<String, String>,
-    /// Request ids of every command applied, with the slot that applied it, so a retried
-    /// write applies once and a subscriber is told which command of a slot took effect.
-    applied_request_ids: BTreeMap<RequestId, Slot>,
+    /// Request ids of the last `exactly_once_window_commands` commands applied, with the
+    /// slot that applied each, so a retried write applies once and a subscriber is told
+    /// which command of a slot took effect.
+    applied_requests: AppliedRequests,
     /// Reads waiting for a slot, by the slot they wait for.
     parked_reads: BTreeMap<Slot, Vec<ParkedRead>>,
     /// Consecutive ticks during which `applied_slot` stayed behind `known_slot_max`.
@@ -172,6 +181,11 @@ pub struct Learner {
     persisted_since_compaction: u64,
     /// The tick of the oldest log write not yet synced, if any.
     unsynced_since_tick: Option<u64>,
+    /// Every slot `<= durable_slot` is restored by the log as synced (or replaced): what
+    /// the leader may trim the acceptors to (`LearnerProgress`).
+    durable_slot: Slot,
+    /// The highest trim point an acceptor answered with (`Trimmed`).
+    acceptors_trimmed_slot: Slot,
     /// How many peers' states this learner installed, and the last one's sender and slot.
     snapshots_installed: u64,
     last_snapshot_installed: Option<(NodeId, Slot)>,
@@ -193,6 +207,7 @@ impl Learner {
                 && options.subscriber_heartbeat_ticks >= 1,
             "tick intervals are at least one tick: {options:?}"
         );
+        let window = options.exactly_once_window_commands;
         Learner {
             options,
             now_tick: 0,
@@ -202,12 +217,14 @@ impl Learner {
             history_start: 1,
             votes: BTreeMap::new(),
             key_values: BTreeMap::new(),
-            applied_request_ids: BTreeMap::new(),
+            applied_requests: AppliedRequests::new(window),
             parked_reads: BTreeMap::new(),
             stalled_ticks: 0,
             subscribers: BTreeMap::new(),
             persisted_since_compaction: 0,
             unsynced_since_tick: None,
+            durable_slot: 0,
+            acceptors_trimmed_slot: 0,
             snapshots_installed: 0,
             last_snapshot_installed: None,
             snapshot_sent_at_tick: BTreeMap::new(),
@@ -276,6 +293,7 @@ impl Learner {
                 limit,
             } => self.on_read_applied(from, stream_id, from_slot, limit),
             Message::Snapshot { snapshot } => self.on_snapshot(from, snapshot),
+            Message::Trimmed { trimmed_slot } => self.on_trimmed(from, trimmed_slot),
             _ => Vec::new(),
         }
     }
@@ -300,9 +318,7 @@ impl Learner {
         {
             effects.push(Effect::Broadcast {
                 role: Role::Proposer,
-                message: Message::LearnerProgress {
-                    applied_slot: self.applied_slot,
-                },
+                message: self.progress(),
             });
         }
         self.fill_gaps(&mut effects);
@@ -330,12 +346,18 @@ impl Learner {
                 from_slot,
                 to_slot: from_slot + SYNC_BATCH_SLOTS,
             },
-            Role::Proposer => Message::LearnerProgress {
-                applied_slot: self.applied_slot,
-            },
+            Role::Proposer => self.progress(),
             Role::Client => return Vec::new(),
         };
         vec![Effect::Send { to: node, message }]
+    }
+
+    /// How far this learner applied and how far its state is durable.
+    fn progress(&self) -> Message {
+        Message::LearnerProgress {
+            applied_slot: self.applied_slot,
+            durable_slot: self.durable_slot,
+        }
     }
 
     /// The learner's report for `/status`.
@@ -381,6 +403,22 @@ impl Learner {
 }
 
 impl Learner {
+    /// The slot up to which this learner's synced log restores its state.
+    pub fn durable_slot(&self) -> Slot {
+        self.durable_slot
+    }
+
+    /// The highest trim point an acceptor reported: slots at or below it can only come
+    /// from a peer learner.
+    pub fn acceptors_trimmed_slot(&self) -> Slot {
+        self.acceptors_trimmed_slot
+    }
+
+    /// How many request ids the exactly-once window holds now.
+    pub fn remembered_request_count(&self) -> usize {
+        self.applied_requests.len()
+    }
+
     /// How many states sent by peers (`Snapshot`) this learner installed, and the sender
     /// and slot of the last one: for the service's log.
     pub fn snapshots_installed(&self) -> (u64, Option<(NodeId, Slot)>) {
@@ -422,6 +460,9 @@ impl Core for Learner {
         }) {
             ready.require_sync();
             self.unsynced_since_tick = None;
+            // Every applied slot was appended before this sync: durable once it is done.
+            // Only progress reports sent after the sync carry it (see `carry_into`).
+            self.durable_slot = self.applied_slot;
         }
     }
 
@@ -444,6 +485,8 @@ impl Learner {
                     self.unsynced_since_tick.get_or_insert(self.now_tick);
                 }
                 Effect::PersistSnapshot { snapshot, retained } => {
+                    // The replacement is durable once written, before any message leaves.
+                    self.durable_slot = self.durable_slot.max(snapshot.applied_slot);
                     let mut records = Vec::with_capacity(retained.len() + 1);
                     records.push(LearnerRecord::Snapshot(snapshot));
                     records.extend(retained.into_iter().map(LearnerRecord::Decided));
@@ -451,6 +494,19 @@ impl Learner {
                     // The replacement is durable once written, with everything before it.
                     self.unsynced_since_tick = None;
                 }
+                // A durable slot is promised only once the sync that made it so is done:
+                // progress reports always wait for the batch's sync.
+                Effect::Send {
+                    to,
+                    message: message @ Message::LearnerProgress { .. },
+                } => ready.send_after_persist(to, message),
+                Effect::Broadcast {
+                    role,
+                    message: message @ Message::LearnerProgress { .. },
+                } => ready.persisted_messages.push(Outgoing {
+                    to: Destination::Role(role),
+                    message,
+                }),
                 Effect::Send { to, message } => {
                     ready.send_after_earlier_writes(Destination::Node(to), message)
                 }

@@ -168,7 +168,11 @@ impl Learner {
             .iter()
             .enumerate()
             .filter(|(_, command)| {
-                self.applied_request_ids.get(&command.request_id) == Some(&slot)
+                // An id forgotten since (more than the window ago) took effect here as far
+                // as anyone can tell: a retry is decided within the window.
+                self.applied_requests
+                    .slot_of(&command.request_id)
+                    .is_none_or(|applied| applied == slot)
                     && seen.insert(command.request_id)
             })
             .map(|(index, command)| AppliedWrite {

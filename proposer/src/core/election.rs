@@ -3,6 +3,12 @@
 //! durable first, then Prepare to every acceptor. Promises from a quorum, each checked for
 //! honesty, make it leader: it re-proposes per slot the value accepted with the highest
 //! ballot and fills holes with no-ops. A higher ballot (Rejected, Heartbeat) deposes it.
+//!
+//! A Promise comes in pages (a long report would be one huge frame): the candidate asks
+//! the same acceptor again from where a page ends, and counts an acceptor once its report
+//! is complete. A Promise also carries the acceptor's trim point: slots at or below it are
+//! decided and held by the learners, so the new leader starts after the highest trim
+//! point reported and never fills a trimmed slot with a no-op.
 
 use common::ballot::{is_plausible_slot, Ballot, Slot, MAX_PLAUSIBLE_SLOT};
 use common::message::{AcceptedEntry, Message};
@@ -31,19 +37,50 @@ fn promise_fault(
     acceptor: u32,
     ballot: Ballot,
     from_slot: Slot,
-    accepted: &[AcceptedEntry],
-    promises: &BTreeMap<u32, Vec<AcceptedEntry>>,
+    page: &PromiseReport,
+    promises: &BTreeMap<u32, PromiseReport>,
 ) -> Option<String> {
     let span_end = from_slot.saturating_add(MAX_PROMISE_SPAN_SLOTS);
     let mut reported: BTreeMap<(Slot, Ballot), &Value> = BTreeMap::new();
-    for (other, entries) in promises {
-        if *other != acceptor {
-            for entry in entries {
+    for (other, report) in promises {
+        for entry in &report.entries {
+            if *other != acceptor {
                 reported.insert((entry.slot, entry.ballot), &entry.value);
             }
         }
     }
-    for entry in accepted {
+    let asked_from = promises
+        .get(&acceptor)
+        .and_then(|report| report.next_from_slot)
+        .unwrap_or(from_slot);
+    if page.trimmed_slot > span_end || page.trimmed_slot > MAX_PLAUSIBLE_SLOT {
+        return Some(format!(
+            "reports a trim point of slot {}, beyond {}",
+            page.trimmed_slot,
+            span_end.min(MAX_PLAUSIBLE_SLOT)
+        ));
+    }
+    let page_end = page
+        .entries
+        .last()
+        .map_or(asked_from, |entry| entry.slot.saturating_add(1));
+    if let Some(next) = page.next_from_slot {
+        if next < page_end.max(asked_from + 1) || next > span_end {
+            return Some(format!(
+                "says its report goes on from slot {next}, not after its page [{asked_from}, \
+                 {page_end}) within [{from_slot}, {span_end}]"
+            ));
+        }
+    }
+    let mut previous_slot = None;
+    for entry in &page.entries {
+        if previous_slot.is_some_and(|previous| entry.slot < previous) || entry.slot < asked_from {
+            return Some(format!(
+                "reports slot {} out of order (the page starts at {asked_from})",
+                entry.slot
+            ));
+        }
+        previous_slot = Some(entry.slot);
         if !is_plausible_slot(entry.slot) || entry.slot < from_slot || entry.slot > span_end {
             return Some(format!(
                 "reports slot {}, outside [{from_slot}, {}]",
@@ -70,6 +107,17 @@ fn promise_fault(
     None
 }
 
+/// What one acceptor reported in its Promise so far: the pages received, in slot order.
+#[derive(Debug, Default)]
+pub(crate) struct PromiseReport {
+    /// The accepted entries of every page received.
+    pub(crate) entries: Vec<AcceptedEntry>,
+    /// The acceptor's trim point.
+    pub(crate) trimmed_slot: Slot,
+    /// Where the next page starts; None once the report is complete.
+    pub(crate) next_from_slot: Option<Slot>,
+}
+
 impl Proposer {
     fn election_backoff_ticks(&mut self) -> u64 {
         self.options.leader_timeout_ticks
@@ -82,16 +130,26 @@ impl Proposer {
         self.highest_ballot_seen = self.highest_ballot_seen.max(ballot);
     }
 
-    pub(super) fn on_learner_progress(&mut self, from: NodeId, applied_slot: Slot) {
-        if from.role != Role::Learner || applied_slot > MAX_PLAUSIBLE_SLOT {
+    pub(super) fn on_learner_progress(
+        &mut self,
+        from: NodeId,
+        applied_slot: Slot,
+        durable_slot: Slot,
+    ) {
+        if from.role != Role::Learner
+            || applied_slot > MAX_PLAUSIBLE_SLOT
+            || durable_slot > applied_slot
+        {
             self.raise_alarm(format!(
-                "{from} sent a LearnerProgress of slot {applied_slot}: ignored (only learners \
-                 send it, for slots up to {MAX_PLAUSIBLE_SLOT})"
+                "{from} sent a LearnerProgress of slot {applied_slot} (durable {durable_slot}): \
+                 ignored (only learners send it, for slots up to {MAX_PLAUSIBLE_SLOT}, durable \
+                 no further than applied)"
             ));
             return;
         }
         self.decided_prefix = self.decided_prefix.max(applied_slot);
         self.decided_slot_max = self.decided_slot_max.max(applied_slot);
+        self.note_learner_durable_slot(from.id, durable_slot);
     }
 
     pub(super) fn start_election(&mut self, effects: &mut Vec<Effect>) {
@@ -189,7 +247,7 @@ impl Proposer {
         &mut self,
         from: NodeId,
         ballot: Ballot,
-        accepted: Vec<AcceptedEntry>,
+        page: PromiseReport,
         effects: &mut Vec<Effect>,
     ) {
         let State::Candidate {
@@ -204,15 +262,39 @@ impl Proposer {
         if ballot != *candidate_ballot || from.role != Role::Acceptor {
             return;
         }
-        if let Some(problem) = promise_fault(from.id, ballot, *from_slot, &accepted, promises) {
+        if promises
+            .get(&from.id)
+            .is_some_and(|report| report.next_from_slot.is_none())
+        {
+            return; // complete already: a retransmitted Prepare's second answer
+        }
+        if let Some(problem) = promise_fault(from.id, ballot, *from_slot, &page, promises) {
+            promises.remove(&from.id);
             self.raise_alarm(format!(
                 "acceptor {} sent a Promise of {ballot} that {problem}: not counted",
                 from.id
             ));
             return;
         }
-        promises.insert(from.id, accepted);
-        if promises.len() >= self.options.quorum_size {
+        let report = promises.entry(from.id).or_default();
+        report.entries.extend(page.entries);
+        report.trimmed_slot = report.trimmed_slot.max(page.trimmed_slot);
+        report.next_from_slot = page.next_from_slot;
+        if let Some(next_from_slot) = page.next_from_slot {
+            effects.push(Effect::Send {
+                to: from,
+                message: Message::Prepare {
+                    ballot,
+                    from_slot: next_from_slot,
+                },
+            });
+            return;
+        }
+        let complete = promises
+            .values()
+            .filter(|report| report.next_from_slot.is_none())
+            .count();
+        if complete >= self.options.quorum_size {
             self.become_leader(effects);
         }
     }
@@ -234,8 +316,23 @@ impl Proposer {
         else {
             unreachable!("only a candidate becomes leader");
         };
+        let mut trimmed_slot: Slot = 0;
         // Per slot, the value accepted with the highest ballot may have been chosen: it is
         // the only value this leader may propose there.
+        // Only complete reports count (a quorum of them is why we lead).
+        let promises: BTreeMap<u32, Vec<AcceptedEntry>> = promises
+            .into_iter()
+            .filter(|(_, report)| report.next_from_slot.is_none())
+            .map(|(acceptor, report)| {
+                trimmed_slot = trimmed_slot.max(report.trimmed_slot);
+                (acceptor, report.entries)
+            })
+            .collect();
+        // Slots at or below a trim point are decided and held by the learners: never
+        // proposed again, least of all as no-ops.
+        let from_slot = from_slot.max(trimmed_slot + 1);
+        self.decided_prefix = self.decided_prefix.max(trimmed_slot);
+        self.decided_slot_max = self.decided_slot_max.max(trimmed_slot);
         #[cfg(feature = "planted-bugs")]
         let promises = self.planted_skip_minority_values(promises);
         let mut highest: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
@@ -444,7 +541,10 @@ mod tests {
         // Once a learner applied it, phase 1 starts after it.
         proposer.handle(
             NodeId::learner(1),
-            Message::LearnerProgress { applied_slot: 1 },
+            Message::LearnerProgress {
+                applied_slot: 1,
+                durable_slot: 0,
+            },
         );
         proposer.handle(
             NodeId::acceptor(1),
@@ -591,12 +691,22 @@ mod tests {
             vec![entry(1, ballot, "a")],
             vec![entry(1, Ballot::new(ballot.round + 1, 2), "a")],
         ] {
-            proposer.handle(NodeId::acceptor(1), Message::Promise { ballot, accepted });
+            proposer.handle(
+                NodeId::acceptor(1),
+                Message::Promise {
+                    ballot,
+                    accepted,
+                    trimmed_slot: 0,
+                    next_from_slot: None,
+                },
+            );
         }
         proposer.handle(
             NodeId::acceptor(2),
             Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: vec![],
             },
         );
@@ -616,6 +726,8 @@ mod tests {
             NodeId::acceptor(1),
             Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: vec![entry(1, old, "a")],
             },
         );
@@ -623,6 +735,8 @@ mod tests {
             NodeId::acceptor(2),
             Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: vec![entry(1, old, "b")],
             },
         );
@@ -631,6 +745,8 @@ mod tests {
             NodeId::acceptor(3),
             Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: vec![entry(2, old, "a"), entry(2, old, "b")],
             },
         );
@@ -655,6 +771,8 @@ mod tests {
                 NodeId::acceptor(1),
                 Message::Promise {
                     ballot,
+                    trimmed_slot: 0,
+                    next_from_slot: None,
                     accepted: vec![entry(slot, old, "a")],
                 },
             );
@@ -665,6 +783,8 @@ mod tests {
                 NodeId::acceptor(acceptor),
                 Message::Promise {
                     ballot,
+                    trimmed_slot: 0,
+                    next_from_slot: None,
                     accepted: vec![entry(100, old, "a")],
                 },
             );
@@ -753,11 +873,15 @@ mod tests {
             NodeId::learner(1),
             Message::LearnerProgress {
                 applied_slot: u64::MAX,
+                durable_slot: 0,
             },
         );
         proposer.handle(
             NodeId::client(1),
-            Message::LearnerProgress { applied_slot: 5 },
+            Message::LearnerProgress {
+                applied_slot: 5,
+                durable_slot: 0,
+            },
         );
         assert_eq!(proposer.alarms().len(), 2);
         let (_, from_slot, _) = tick_until_candidate(&mut proposer);

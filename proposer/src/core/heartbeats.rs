@@ -63,6 +63,7 @@ impl Proposer {
         if heartbeat_due {
             self.send_heartbeat(effects);
         }
+        self.send_trim_if_due(effects);
         let State::Leader(leadership) = &self.state else {
             return;
         };

@@ -28,11 +28,13 @@
 //! - `replication`: phase 2: batching queued writes into slots, pipelining, Accepted votes;
 //! - `reads`: read-index requests, granted once a quorum confirms the leader's ballot;
 //! - `forwarding`: writes a follower forwards to its leader, and the answers' way back;
-//! - `heartbeats`: the leader's tick: heartbeats, liveness checks and retransmission.
+//! - `heartbeats`: the leader's tick: heartbeats, liveness checks and retransmission;
+//! - `trimming`: the learners' durable slots, and the trim point the leader sends to the
+//!   acceptors so that their logs hold the live window only.
 
 use common::alarm::{Alarm, Alarms};
 use common::ballot::{Ballot, Slot, MAX_ROUND_LEAD};
-use common::message::{AcceptedEntry, Message, ProposerState, RoleStatus};
+use common::message::{Message, ProposerState, RoleStatus};
 use common::node::{NodeId, Role};
 use common::ready::{Core, Destination, Event, Ready};
 use rand::{Rng, SeedableRng};
@@ -46,9 +48,13 @@ mod reads;
 mod replication;
 #[cfg(test)]
 mod test_support;
+mod trimming;
 
 pub use election::MAX_PROMISE_SPAN_SLOTS;
 
+pub use trimming::TRIM_RESEND_TICKS;
+
+use election::PromiseReport;
 use forwarding::PendingWrite;
 use reads::{ConfirmRound, PendingRead};
 use replication::Leadership;
@@ -72,6 +78,19 @@ pub struct ProposerOptions {
     pub retransmit_ticks: u64,
     /// Seeds the election backoff, so a run can be replayed.
     pub seed: u64,
+    /// The learners of the cluster, numbered from 1 (`LEARNER_HOSTS`). The leader trims
+    /// the acceptors' logs up to the slot that [`ProposerOptions::trim_copies`] of them
+    /// hold durably; 0 learners: no trimming.
+    pub learner_count: usize,
+}
+
+impl ProposerOptions {
+    /// How many learners must hold a slot in their durable state before the acceptors may
+    /// forget it: two (one learner's disk may be lost and the slot is still held by
+    /// another), or all of them if there are fewer. See docs/PROTOCOL.md, "Trimming".
+    pub fn trim_copies(&self) -> usize {
+        self.learner_count.min(2)
+    }
 }
 
 impl ProposerOptions {
@@ -97,6 +116,7 @@ impl ProposerOptions {
             max_batch_commands: 1024,
             retransmit_ticks: 50,
             seed: 0,
+            learner_count: 0,
         }
     }
 }
@@ -113,6 +133,10 @@ pub enum PlantedBug {
     /// A leader grants a read index at once, without a quorum confirming that it still
     /// leads: a deposed leader that has not noticed answers stale strong reads.
     ReadIndexWithoutConfirmation,
+    /// The leader trims the acceptors one slot beyond what enough learners hold durably: a
+    /// slot only in a learner's unsynced memory is forgotten by the acceptors, and a crash
+    /// of that learner loses a decided value.
+    TrimOneSlotTooFar,
 }
 
 /// What the service must do, in order.
@@ -158,7 +182,7 @@ enum State {
     Candidate {
         ballot: Ballot,
         from_slot: Slot,
-        promises: BTreeMap<u32, Vec<AcceptedEntry>>,
+        promises: BTreeMap<u32, PromiseReport>,
         started_tick: u64,
     },
     Leader(Box<Leadership>),
@@ -183,6 +207,10 @@ pub struct Proposer {
     /// Proposers whose connection to this one is down: a write is not forwarded to them
     /// (it would be lost, and its client would wait out its attempt).
     unreachable_proposers: BTreeSet<u32>,
+    /// Each learner's durable slot, as it last reported (see `trimming`).
+    learner_durable_slots: BTreeMap<u32, Slot>,
+    /// The trim point the leader last sent to the acceptors, and when.
+    trim_sent: Option<(Slot, u64)>,
     state: State,
     /// What this proposer refused from the network, and why.
     alarms: Alarms,
@@ -205,6 +233,8 @@ impl Proposer {
             decided_prefix: 0,
             decided_slot_max: 0,
             unreachable_proposers: BTreeSet::new(),
+            learner_durable_slots: BTreeMap::new(),
+            trim_sent: None,
             state: State::Follower {
                 leader: None,
                 last_heard_tick: 0,
@@ -318,9 +348,22 @@ impl Proposer {
     pub fn handle(&mut self, from: NodeId, message: Message) -> Vec<Effect> {
         let mut effects = Vec::new();
         match message {
-            Message::Promise { ballot, accepted } => {
-                self.on_promise(from, ballot, accepted, &mut effects)
-            }
+            Message::Promise {
+                ballot,
+                accepted,
+                trimmed_slot,
+                next_from_slot,
+            } => self.on_promise(
+                from,
+                ballot,
+                PromiseReport {
+                    entries: accepted,
+                    trimmed_slot,
+                    next_from_slot,
+                },
+                &mut effects,
+            ),
+            Message::Trimmed { trimmed_slot } => self.on_trimmed(from, trimmed_slot, &mut effects),
             Message::Accepted { ballot, slot } => {
                 self.on_accepted(from, ballot, slot, &mut effects)
             }
@@ -357,9 +400,10 @@ impl Proposer {
                 }
             }
             Message::ReadIndex { read_id } => self.on_read_index(from, read_id, &mut effects),
-            Message::LearnerProgress { applied_slot } => {
-                self.on_learner_progress(from, applied_slot)
-            }
+            Message::LearnerProgress {
+                applied_slot,
+                durable_slot,
+            } => self.on_learner_progress(from, applied_slot, durable_slot),
             _ => {}
         }
         effects

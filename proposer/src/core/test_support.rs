@@ -49,6 +49,8 @@ pub(super) fn elect(
             NodeId::acceptor(index as u32 + 1),
             Message::Promise {
                 ballot,
+                trimmed_slot: 0,
+                next_from_slot: None,
                 accepted: entries,
             },
         ));

@@ -1260,6 +1260,8 @@ mod tests {
         let promise = Message::Promise {
             ballot: Ballot::new(1, 1),
             accepted: vec![],
+            trimmed_slot: 0,
+            next_from_slot: None,
         };
         assert!(network_a.send(NodeId::proposer(1), promise.clone()));
         match receiver_b.recv().await.unwrap() {
