@@ -409,7 +409,7 @@ impl Log<Acceptor> for AcceptorLog {
     /// answered, a log found empty is amnesia. Nothing to do when nothing was appended
     /// (a stop, or an acceptor refusing to vote).
     fn sync(&mut self) -> io::Result<()> {
-        if !std::mem::take(&mut self.appended_since_sync) {
+        if !self.appended_since_sync {
             return Ok(());
         }
         let durable = self.durable();
@@ -420,6 +420,8 @@ impl Log<Acceptor> for AcceptorLog {
                 "recorded in the identity that this incarnation has voted"
             );
         }
+        // Only once both are durable: after a failure (a full disk) the driver retries.
+        self.appended_since_sync = false;
         Ok(())
     }
 

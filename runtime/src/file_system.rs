@@ -220,6 +220,11 @@ struct State {
     operations_allowed: Option<u64>,
     /// Every sync fails with an I/O error (a failing disk).
     syncs_fail: bool,
+    /// The next this many file writes fail with this kind, writing nothing.
+    writes_to_fail: Option<(u64, io::ErrorKind)>,
+    /// The next this many file syncs fail with this kind, and drop the file's unsynced
+    /// changes, as Linux may drop the dirty pages of a file whose writeback failed.
+    syncs_to_fail: Option<(u64, io::ErrorKind)>,
 }
 
 /// An in-memory file system that remembers, per file and per directory, what is durable
@@ -338,6 +343,16 @@ impl State {
         Ok(())
     }
 
+    /// The error of an injected failure of `failures`, counting it down.
+    fn injected(failures: &mut Option<(u64, io::ErrorKind)>, what: &str) -> Option<io::Error> {
+        let (count, kind) = failures.as_mut().filter(|(count, _)| *count > 0)?;
+        *count -= 1;
+        Some(io::Error::new(
+            *kind,
+            format!("simulated {what} failure ({kind})"),
+        ))
+    }
+
     fn new_inode(&mut self) -> usize {
         self.inodes.push(Inode::default());
         self.inodes.len() - 1
@@ -377,6 +392,19 @@ impl SimulatedFileSystem {
     /// Makes every later sync fail with an I/O error, as a failing disk does.
     pub fn fail_syncs(&self) {
         self.lock().syncs_fail = true;
+    }
+
+    /// Makes the next `count` file writes fail with an error of `kind` (e.g.
+    /// [`io::ErrorKind::StorageFull`], a full disk), writing nothing.
+    pub fn fail_next_writes(&self, count: u64, kind: io::ErrorKind) {
+        self.lock().writes_to_fail = Some((count, kind));
+    }
+
+    /// Makes the next `count` file syncs fail with an error of `kind`; each also drops the
+    /// file's changes since its last sync, as Linux may after a failed writeback (a
+    /// retried fsync then succeeds over the lost writes).
+    pub fn fail_next_syncs(&self, count: u64, kind: io::ErrorKind) {
+        self.lock().syncs_to_fail = Some((count, kind));
     }
 
     /// The content of the file at `path` as the program sees it now.
@@ -496,6 +524,9 @@ impl SimulatedFile {
     fn change(&mut self, change: FileChange) -> io::Result<()> {
         let mut state = self.lock();
         state.operation()?;
+        if let Some(error) = State::injected(&mut state.writes_to_fail, "write") {
+            return Err(error);
+        }
         let inode = &mut state.inodes[self.inode];
         change.apply(&mut inode.current);
         inode.unsynced.push(change);
@@ -524,6 +555,12 @@ impl LogFile for SimulatedFile {
         state.operation()?;
         if state.syncs_fail {
             return Err(io::Error::other("simulated fsync failure (EIO)"));
+        }
+        if let Some(error) = State::injected(&mut state.syncs_to_fail, "fsync") {
+            let inode = &mut state.inodes[self.inode];
+            inode.current = inode.durable.clone();
+            inode.unsynced.clear();
+            return Err(error);
         }
         let inode = &mut state.inodes[self.inode];
         inode.durable = inode.current.clone();
@@ -728,6 +765,31 @@ mod tests {
         failing.fail_syncs();
         file.write_at(0, b"a").unwrap();
         assert!(file.sync().is_err());
+    }
+
+    #[test]
+    fn injected_failures_fail_as_many_operations_as_asked_and_a_failed_sync_drops_changes() {
+        let file_system = SimulatedFileSystem::new();
+        let mut file = file_system.open(&path("/log")).unwrap();
+        file_system.sync_directory(&path("/")).unwrap();
+        file.write_at(0, b"durable").unwrap();
+        file.sync().unwrap();
+        file_system.fail_next_writes(1, io::ErrorKind::StorageFull);
+        let error = file.write_at(7, b" lost").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        file.write_at(7, b" dropped").unwrap();
+        file_system.fail_next_syncs(1, io::ErrorKind::StorageFull);
+        assert_eq!(file.sync().unwrap_err().kind(), io::ErrorKind::StorageFull);
+        assert_eq!(file_system.read(&path("/log")).unwrap(), b"durable");
+        file.write_at(7, b" kept").unwrap();
+        file.sync().unwrap();
+        assert_eq!(
+            file_system
+                .crash(&mut KeepNothing)
+                .read(&path("/log"))
+                .unwrap(),
+            b"durable kept"
+        );
     }
 
     #[test]
