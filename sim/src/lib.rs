@@ -288,6 +288,9 @@ pub struct FaultCounts {
     pub client_restarts: u64,
     /// Learner crashes that lost an unsynced tail of the learner's log.
     pub learner_tails_lost: u64,
+    /// Learner crashes that lost the whole disk (the learner restarts empty and must take
+    /// a peer's snapshot of what the acceptors trimmed).
+    pub learner_disks_lost: u64,
     /// Long pauses of a node (a process stopped, then resumed).
     pub pauses: u64,
     /// Pauses that stopped the leader.
@@ -309,7 +312,7 @@ impl fmt::Display for FaultCounts {
             formatter,
             "{} = {} dropped, {} duplicated, {} delayed messages, {} partitions ({} messages \
              cut, {} held), {} crashes ({} right after a promise, {} client API restarts, {} \
-             learner tails lost), {} pauses ({} of the leader)",
+             learner tails lost, {} learner disks lost), {} pauses ({} of the leader)",
             self.total(),
             self.dropped,
             self.duplicated,
@@ -321,6 +324,7 @@ impl fmt::Display for FaultCounts {
             self.crashes_after_promise,
             self.client_restarts,
             self.learner_tails_lost,
+            self.learner_disks_lost,
             self.pauses,
             self.leader_pauses
         )
@@ -346,6 +350,10 @@ pub struct Report {
     pub leader_changes: u64,
     /// Slots chosen by a quorum of acceptors.
     pub chosen_slots: u64,
+    /// The highest trim point an acceptor made durable (slots up to it forgotten).
+    pub trimmed_slot_max: u64,
+    /// States learners installed from a peer's snapshot.
+    pub snapshots_installed: u64,
     /// The client-visible operations, by outcome.
     pub operations: history::HistoryCounts,
     /// Ticks the operations running when faults stopped took to complete.

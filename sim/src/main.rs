@@ -88,6 +88,8 @@ struct Totals {
     writes_unknown: u64,
     reads: u64,
     leader_changes: u64,
+    trims: u64,
+    snapshots_installed: u64,
     liveness_ticks_max: u64,
     violations: Vec<Violation>,
 }
@@ -107,6 +109,7 @@ impl Totals {
         self.faults.client_restarts += faults.client_restarts;
         self.faults.held_messages += faults.held_messages;
         self.faults.learner_tails_lost += faults.learner_tails_lost;
+        self.faults.learner_disks_lost += faults.learner_disks_lost;
         self.faults.pauses += faults.pauses;
         self.faults.leader_pauses += faults.leader_pauses;
         self.messages += report.messages_delivered;
@@ -116,6 +119,8 @@ impl Totals {
             + report.operations.session_reads
             + report.operations.eventual_reads;
         self.leader_changes += report.leader_changes;
+        self.trims += u64::from(report.trimmed_slot_max > 0);
+        self.snapshots_installed += report.snapshots_installed;
         self.liveness_ticks_max = self.liveness_ticks_max.max(report.liveness_ticks);
     }
 }
@@ -179,6 +184,11 @@ fn soak(first_seed: u64, seeds: u64, steps: u64, threads: Option<usize>) -> Exit
         totals.reads,
         totals.leader_changes,
         totals.liveness_ticks_max
+    );
+    println!(
+        "trimming: {} of {} seeds trimmed the acceptors' logs; learners installed {} peer \
+         snapshots",
+        totals.trims, totals.seeds, totals.snapshots_installed
     );
     println!("violations: {}", totals.violations.len());
     for violation in &totals.violations {

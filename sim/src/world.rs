@@ -41,6 +41,11 @@ use std::sync::Once;
 const HEARTBEAT_TICKS: u64 = 2;
 /// The learner syncs its log at most 10 ticks after a write (100 ms in the services).
 const LEARNER_LOG_SYNC_INTERVAL_TICKS: u64 = 10;
+/// Slots of history a simulated learner keeps: short, so that snapshots travel between
+/// learners within a run (production keeps 100,000).
+const LEARNER_RETAIN_SLOTS: u64 = 24;
+/// Of the learner crashes, those that lose the whole disk, in thousandths.
+const LEARNER_DISK_LOSS_PER_MILLE: u32 = 200;
 
 /// The client API core's timings, compressed like the servers': attempt 20 ticks, request
 /// 120 ticks, a retry pause of 1 to 3 ticks.
@@ -158,6 +163,12 @@ struct World<'a> {
     wake_partition: Option<(u64, Vec<NodeId>)>,
     messages_delivered: u64,
     leader_changes: u64,
+    /// The highest trim point an acceptor persisted.
+    trimmed_slot_max: u64,
+    /// Snapshots installed by learner incarnations that have since crashed.
+    snapshots_installed_before_restarts: u64,
+    /// Learners that lost their disk and do not yet hold every trimmed slot again.
+    learners_without_disk: BTreeSet<u32>,
     digest: DefaultHasher,
     liveness_ticks: u64,
     /// With `SIM_TRACE=1`, every delivery, fault and client step is printed to stderr.
@@ -281,6 +292,9 @@ impl<'a> World<'a> {
             wake_partition: None,
             messages_delivered: 0,
             leader_changes: 0,
+            trimmed_slot_max: 0,
+            snapshots_installed_before_restarts: 0,
+            learners_without_disk: BTreeSet::new(),
             digest: DefaultHasher::new(),
             liveness_ticks: 0,
             trace: std::env::var("SIM_TRACE").is_ok_and(|value| value == "1"),
@@ -333,6 +347,9 @@ impl<'a> World<'a> {
             progress_interval_ticks: 5,
             sync_interval_ticks: 8,
             log_sync_interval_ticks: LEARNER_LOG_SYNC_INTERVAL_TICKS,
+            // A short history, so that a learner that was away or lost its disk needs a
+            // peer's snapshot once the acceptors trimmed what it missed.
+            retain_slots: LEARNER_RETAIN_SLOTS,
             ..LearnerOptions::new(id, quorum_size)
         }
     }
@@ -417,6 +434,13 @@ impl<'a> World<'a> {
             messages_delivered: self.messages_delivered,
             leader_changes: self.leader_changes,
             chosen_slots: self.ledger.chosen_count() as u64,
+            trimmed_slot_max: self.trimmed_slot_max,
+            snapshots_installed: self.snapshots_installed_before_restarts
+                + self
+                    .learners
+                    .values()
+                    .map(|node| node.server.driver.core().snapshots_installed().0)
+                    .sum::<u64>(),
             operations: self.history.counts(),
             liveness_ticks: self.liveness_ticks,
             trace_digest: digest.finish(),
@@ -450,6 +474,13 @@ impl<'a> World<'a> {
                 self.ledger.check_learner(*id, node.server.driver.core())?;
             }
         }
+        let trimmed_slot_max = self.trimmed_slot_max;
+        let learners = &self.learners;
+        self.learners_without_disk.retain(|id| {
+            let node = &learners[id];
+            matches!(node.server.life, Life::Down { .. })
+                || node.server.driver.core().durable_slot() < trimmed_slot_max
+        });
         self.check_no_alarms()
     }
 
@@ -669,7 +700,10 @@ impl<'a> World<'a> {
                 match record {
                     Record::Accepted(entry) => self.ledger.accepted(id, entry)?,
                     Record::Promised(_) => promised = true,
-                    Record::Trimmed(slot) => self.ledger.trimmed(id, *slot)?,
+                    Record::Trimmed(slot) => {
+                        self.ledger.trimmed(id, *slot)?;
+                        self.trimmed_slot_max = self.trimmed_slot_max.max(*slot);
+                    }
                 }
             }
             self.schedule(outbox);
@@ -882,12 +916,33 @@ impl<'a> World<'a> {
                 node.server.crash(&mut keep, until);
             }
             Role::Learner => {
+                let lose_disk =
+                    self.may_lose_learner_disk(victim.id) && self.roll(LEARNER_DISK_LOSS_PER_MILLE);
                 let node = self.learners.get_mut(&victim.id).unwrap();
                 node.log_bytes_at_crash = Some(node.server.driver.log().length_bytes());
                 node.server.crash(&mut keep, until);
+                if lose_disk {
+                    node.server.disk = SimulatedFileSystem::new();
+                    node.log_bytes_at_crash = None;
+                    self.faults.learner_disks_lost += 1;
+                    self.learners_without_disk.insert(victim.id);
+                    self.trace_fault(format_args!("learner{} lost its disk", victim.id));
+                }
             }
             Role::Client => unreachable!("clients are not servers"),
         }
+    }
+
+    /// Whether learner `id` may lose its disk without going beyond what the cluster
+    /// tolerates (one learner's disk): only while every other learner durably holds every
+    /// slot the acceptors forgot, so that one copy of each decided value remains.
+    fn may_lose_learner_disk(&self, id: u32) -> bool {
+        self.learners_without_disk.iter().all(|lost| *lost == id)
+            && self
+                .learners
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .all(|(_, node)| node.server.driver.core().durable_slot() >= self.trimmed_slot_max)
     }
 
     /// A stall: a node (usually the leader) stops for 2 to 10 election timeouts, then
@@ -1054,6 +1109,8 @@ impl<'a> World<'a> {
                     nodes::start_learner(self.learner_options(node.id), &disk, &self.membership)
                         .map_err(|problem| Violation::new(Property::CoreInvariant, problem))?;
                 let state = self.learners.get_mut(&node.id).unwrap();
+                self.snapshots_installed_before_restarts +=
+                    state.server.driver.core().snapshots_installed().0;
                 if state
                     .log_bytes_at_crash
                     .take()
