@@ -396,6 +396,7 @@ mod tests {
             total_acceptors: 3,
             data_dir: data_dir.to_path_buf(),
             cluster_id: "paxos".to_string(),
+            log_quota_bytes: None,
         };
         let handle = acceptor::service::start(config).await.unwrap();
         let target = Target::new(

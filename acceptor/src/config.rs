@@ -22,6 +22,8 @@ pub struct AcceptorConfig {
     /// its data directory's identity so that a volume mounted on a node of another
     /// cluster is refused at start.
     pub cluster_id: String,
+    /// LOG_QUOTA_BYTES (default 8 GiB; 0: none): the log's quota on disk.
+    pub log_quota_bytes: Option<u64>,
 }
 
 impl AcceptorConfig {
@@ -46,6 +48,7 @@ impl AcceptorConfig {
             data_dir: data_dir(lookup, format!("acceptor{id}")),
             security: Security::from_lookup(lookup)?,
             cluster_id: cluster_id(lookup)?,
+            log_quota_bytes: log_quota_bytes(lookup)?,
         })
     }
 }

@@ -102,6 +102,10 @@ pub struct Storage {
     /// The log is compacted once it outgrows its compacted size times this, in quarters
     /// (8: twice the size).
     compaction_growth_quarters: u64,
+    /// The log's quota on disk, if any.
+    quota_bytes: Option<u64>,
+    /// The trim point the last compaction wrote.
+    compacted_trimmed_slot: u64,
 }
 
 impl Storage {
@@ -136,8 +140,21 @@ impl Storage {
             compacted_length_bytes: 0,
             compaction_minimum_bytes: COMPACTION_MINIMUM_BYTES,
             compaction_growth_quarters: 8,
+            quota_bytes: None,
+            compacted_trimmed_slot: 0,
         };
         Ok((storage, records))
+    }
+
+    /// Limits the log to `quota_bytes` on disk: past it, appends fail as on a full disk
+    /// (the driver holds the answers). The log is compacted from half the quota on, so
+    /// that the live window is rewritten long before the quota is reached.
+    pub fn set_quota_bytes(&mut self, quota_bytes: Option<u64>) {
+        self.wal.set_quota_bytes(quota_bytes);
+        self.quota_bytes = quota_bytes;
+        if let Some(quota) = quota_bytes {
+            self.compaction_minimum_bytes = self.compaction_minimum_bytes.min(quota / 2);
+        }
     }
 
     /// Lowers (or raises) the size below which the log is never compacted; for tests.
@@ -183,8 +200,17 @@ impl Storage {
     /// whether it did. `acceptor` must hold every record appended so far (it does: the
     /// core changes state as it emits each record). An error leaves the log in an unknown
     /// state (the old file or the new one) and must stop the acceptor.
+    ///
+    /// Near its quota (three quarters), the log is also compacted whenever the trim point
+    /// rose since the last compaction: that is what frees space once the learners caught
+    /// up, while the usual threshold (twice the last compacted size) may lie past the
+    /// quota.
     pub fn compact_if_needed(&mut self, acceptor: &Acceptor) -> io::Result<bool> {
-        if !self.needs_compaction() {
+        let near_quota = self
+            .quota_bytes
+            .is_some_and(|quota| self.wal.length_bytes() >= quota / 4 * 3);
+        let trimmed_since = acceptor.trimmed_slot() > self.compacted_trimmed_slot;
+        if !self.needs_compaction() && !(near_quota && trimmed_since) {
             return Ok(false);
         }
         self.compact(acceptor)?;
@@ -197,6 +223,7 @@ impl Storage {
         self.wal
             .rewrite(acceptor.snapshot_records().map(|record| encode(&record)))?;
         self.compacted_length_bytes = self.wal.length_bytes();
+        self.compacted_trimmed_slot = acceptor.trimmed_slot();
         Ok(())
     }
 
@@ -293,6 +320,7 @@ pub fn recover_in(
             "wrote the data directory's identity"
         );
     }
+    storage.set_quota_bytes(config.log_quota_bytes);
     storage.stagger_compaction(config.id);
     let acceptor = rebuild(config.id, records);
     let identity = IdentityFile::new(file_system, data_dir, identity);

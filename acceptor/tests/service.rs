@@ -105,6 +105,7 @@ fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
         total_acceptors: 3,
         data_dir: data_dir.to_path_buf(),
         cluster_id: "paxos".to_string(),
+        log_quota_bytes: None,
     }
 }
 
@@ -728,4 +729,107 @@ async fn has_voted_is_durable_before_the_first_answer_leaves() {
     assert!(identity.has_voted);
     let (_, records) = acceptor::storage::Storage::open_in(Arc::new(crashed), data_dir).unwrap();
     assert_eq!(records.len(), 1, "the promise was synced too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_at_its_log_quota_holds_its_votes_behind_an_alarm_and_resumes_after_a_trim() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = config(directory.path(), "127.0.0.1:0");
+    let quota = 256 * 1024;
+    config.log_quota_bytes = Some(quota);
+    let acceptor = start(config).await.unwrap();
+    let mut proposer = FakeNode::connect(NodeId::proposer(1), &acceptor).await;
+    let ballot = Ballot::new(1, 1);
+    let big = |slot: u64| {
+        Value::Batch(vec![Command {
+            request_id: RequestId(u128::from(slot)),
+            key: format!("k{slot}"),
+            value: "v".repeat(16 * 1024),
+        }])
+    };
+    // Votes until one is held: the log reached its quota (compaction cannot help, every
+    // slot is live).
+    let mut held_slot = None;
+    for slot in 1..=64u64 {
+        proposer.network.send(
+            NodeId::acceptor(1),
+            Message::Accept {
+                ballot,
+                slot,
+                value: big(slot),
+            },
+        );
+        let answer = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if let Inbound::Message(_, message) = proposer.events.recv().await.unwrap() {
+                    return message;
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(Message::Accepted { slot: answered, .. }) => assert_eq!(answered, slot),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => {
+                held_slot = Some(slot);
+                break;
+            }
+        }
+    }
+    let held_slot = held_slot.expect("the quota was reached within 64 votes of 16 KiB");
+    // Status is answered at once and says why.
+    let status = match proposer.ask(Message::StatusRequest { request_id: 9 }).await {
+        Message::StatusReply { status, .. } => status,
+        other => panic!("expected a StatusReply, got {other:?}"),
+    };
+    assert!(
+        status
+            .alarms
+            .iter()
+            .any(|alarm| alarm.starts_with("no space") && alarm.contains("quota")),
+        "{:?}",
+        status.alarms
+    );
+    // The learners hold the slots: the leader trims them, the acceptor compacts its log
+    // and answers the held vote.
+    proposer.network.send(
+        NodeId::acceptor(1),
+        Message::Trim {
+            trimmed_slot: held_slot - 1,
+        },
+    );
+    let released = loop {
+        match proposer.next_message().await {
+            Message::Accepted { slot, .. } => break slot,
+            Message::StatusReply { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        released, held_slot,
+        "the held answer leaves once the vote is durable"
+    );
+    let status = match proposer
+        .ask(Message::StatusRequest { request_id: 10 })
+        .await
+    {
+        Message::StatusReply { status, .. } => status,
+        other => panic!("expected a StatusReply, got {other:?}"),
+    };
+    assert!(
+        !status
+            .alarms
+            .iter()
+            .any(|alarm| alarm.starts_with("no space")),
+        "the alarm cleared: {:?}",
+        status.alarms
+    );
+    assert!(
+        matches!(status.detail, RoleStatus::Acceptor { trimmed_slot, .. }
+        if trimmed_slot == held_slot - 1)
+    );
+    let log_bytes = std::fs::metadata(directory.path().join("acceptor.wal"))
+        .unwrap()
+        .len();
+    assert!(log_bytes < quota, "compacted to {log_bytes} bytes");
 }

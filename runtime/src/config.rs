@@ -52,6 +52,24 @@ impl<F: Fn(&str) -> Option<String>> Lookup for F {
     }
 }
 
+/// The default of `LOG_QUOTA_BYTES`: 8 GiB, the largest backend etcd recommends.
+pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// LOG_QUOTA_BYTES (default [`DEFAULT_LOG_QUOTA_BYTES`]; 0: none): the most bytes a
+/// node's log may take on disk. Past it, writes are held behind a "no space" alarm (reads
+/// go on) until the log shrinks (trimming and compaction) or the quota is raised; a disk
+/// that fills first is treated the same way.
+pub fn log_quota_bytes(lookup: &dyn Lookup) -> Result<Option<u64>, ConfigError> {
+    let bytes: u64 = parsed(lookup, "LOG_QUOTA_BYTES", Some(DEFAULT_LOG_QUOTA_BYTES))?;
+    if bytes != 0 && bytes < 64 * 1024 {
+        return Err(error(
+            "LOG_QUOTA_BYTES",
+            format!("{bytes} is below 65536 bytes (64 KiB), too small for a log; 0 means none"),
+        ));
+    }
+    Ok((bytes > 0).then_some(bytes))
+}
+
 /// A [`ConfigError`] about `variable`.
 pub fn error(variable: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {

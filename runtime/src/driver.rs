@@ -119,6 +119,10 @@ impl LogFailure {
     }
 }
 
+/// While the disk is full, the log's housekeeping (compaction) is tried every this many
+/// sync retries (ticks).
+const MAINTAIN_RETRY_INTERVAL: u64 = 10;
+
 /// At most this many messages are held while the disk is full...
 pub const HELD_MESSAGES_MAX: usize = 65_536;
 /// ...and at most this many bytes of them (encoded, plus their bookkeeping).
@@ -142,6 +146,8 @@ struct NoSpace {
     dropped_messages: u64,
     /// A tick passed since the last attempt: the next batch retries the sync.
     retry_due: bool,
+    /// Sync retries so far.
+    retries: u64,
 }
 
 impl NoSpace {
@@ -410,6 +416,13 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
             .as_mut()
             .is_some_and(|no_space| std::mem::take(&mut no_space.retry_due));
         if retry_due {
+            // Housekeeping may free the space (an acceptor compacts what it trimmed);
+            // a log as large as its quota is not rewritten every tick.
+            let no_space = self.no_space.as_mut().expect("held");
+            no_space.retries += 1;
+            if no_space.retries.is_multiple_of(MAINTAIN_RETRY_INTERVAL) {
+                self.maintain()?;
+            }
             match self.log.sync() {
                 Ok(()) => return self.resume(),
                 Err(error) => {
@@ -443,6 +456,7 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
             held_bytes: 0,
             dropped_messages: 0,
             retry_due: false,
+            retries: 0,
         });
         self.note_failure(&failure);
         self.hold(unsent);

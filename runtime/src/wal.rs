@@ -367,7 +367,9 @@ impl Wal {
         &mut self,
         records: impl IntoIterator<Item = R>,
     ) -> io::Result<()> {
-        self.sync()?;
+        // Appends not yet synced are not synced first: the new records are the whole
+        // state, theirs included, and replace them once renamed (so that a log held at its
+        // quota can still be compacted to free space). Until then they stay pending.
         let temporary = self.path.with_extension("rewrite");
         let mut file = self.file_system.create(&temporary)?;
         let written =

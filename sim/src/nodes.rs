@@ -185,6 +185,7 @@ pub fn start_acceptor(
         data_dir: data_dir(me),
         security: Security::Insecure,
         cluster_id: "simulation".into(),
+        log_quota_bytes: None,
     };
     let (core, mut log) = acceptor::storage::recover_in(&config, Arc::new(disk.clone()), rebuild)
         .map_err(|error| format!("{me} cannot start: {error:#}"))?;
