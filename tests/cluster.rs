@@ -179,3 +179,89 @@ async fn every_acknowledged_write_survives_killing_every_node() {
         );
     }
 }
+
+/// Whether any node of `/status` lists an alarm that starts with `prefix`.
+fn some_node_alarm(status: &serde_json::Value, prefix: &str) -> bool {
+    status["nodes"].as_array().is_some_and(|nodes| {
+        nodes.iter().any(|node| {
+            node["alarms"].as_array().is_some_and(|alarms| {
+                alarms
+                    .iter()
+                    .any(|alarm| alarm.as_str().is_some_and(|text| text.starts_with(prefix)))
+            })
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn acceptors_at_their_log_quota_refuse_writes_with_no_space_keep_reads_and_recover() {
+    let _guard = exclusive();
+    // A quota of 192 KiB: with a learner down the acceptors cannot trim, and their logs
+    // reach it after a few hundred writes of 1 KiB.
+    let cluster = TestCluster::start_configured(3, &[("*", "LOG_QUOTA_BYTES", "196608")]).await;
+    cluster.write("kept", "before").await.ok();
+    cluster.kill("learner2");
+    let value = "v".repeat(1024);
+    let started = Instant::now();
+    let no_space = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no write was refused for lack of space within 90 s"
+        );
+        match cluster.write("filler", &value).await {
+            Outcome::Ok(_) => continue,
+            Outcome::Failed(503, body) => {
+                let error = body["error"].as_str().unwrap_or("").to_string();
+                if error.contains("no space") {
+                    break error;
+                }
+            }
+            other => eprintln!("while filling: {other:?}"),
+        }
+    };
+    eprintln!("refused after {:?}: {no_space}", started.elapsed());
+    // The refusal comes at once, not after the request deadline.
+    let asked = Instant::now();
+    let again = cluster.write("filler", &value).await;
+    assert!(
+        matches!(&again, Outcome::Failed(503, body)
+            if body["error"].as_str().is_some_and(|error| error.contains("no space"))),
+        "{again:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(no_space.contains("was not applied"), "{no_space}");
+    // Eventual reads go on (a strong read would wait for the slot still in flight, which no quorum
+    // can make durable), and /status says why writes fail.
+    let read = cluster.read("kept", "eventual").await.ok();
+    assert_eq!(read["value"].as_str(), Some("before"));
+    assert!(some_node_alarm(&cluster.status().await, "no space"));
+    // The learner comes back: the leader trims, the acceptors compact, writes resume.
+    cluster.start_node("learner2");
+    let restarted = Instant::now();
+    loop {
+        if let Outcome::Ok(_) = cluster.write("after", "space").await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "writes did not resume within 60 s of the learner's return:\n{}",
+            cluster.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "writes resumed {:?} after the learner returned",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        cluster.strong_value("after").await.as_deref(),
+        Some("space")
+    );
+    let status = cluster.status().await;
+    assert!(!some_node_alarm(&status, "no space"), "{status}");
+}

@@ -66,6 +66,15 @@ pub enum Effect {
     },
     /// Send `message` to every connected learner (phase 2b votes).
     SendToLearners(Message),
+    /// Send `message` to `to` at once, even while earlier records wait for space: it
+    /// reveals only what is durable already (a `NoSpace` refusal, or the confirmation of a
+    /// durable promise).
+    SendUnheld {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        message: Message,
+    },
 }
 
 /// One acceptor's state: the promise and the accepted value of every slot.
@@ -86,6 +95,12 @@ pub struct Acceptor {
     alarms: Alarms,
     /// Messages handled so far: the clock of the alarms, since an acceptor has no ticks.
     messages_handled: u64,
+    /// Whether its log cannot make records durable now (quota reached, disk full): new
+    /// votes are then refused with `NoSpace`.
+    storage_full: bool,
+    /// The promise as of the last sync: what a `Confirmed` may reveal while the log is
+    /// full (a promise raised since may not survive a crash).
+    durable_promised_ballot: Ballot,
 }
 
 impl PartialEq for Acceptor {
@@ -111,6 +126,8 @@ impl Acceptor {
             storage_fault: None,
             alarms: Alarms::new(),
             messages_handled: 0,
+            storage_full: false,
+            durable_promised_ballot: Ballot::ZERO,
         }
     }
 
@@ -148,6 +165,7 @@ impl Acceptor {
             }
         }
         acceptor.assert_accepted_ballots_within_promise();
+        acceptor.durable_promised_ballot = acceptor.promised_ballot;
         acceptor
     }
 
@@ -361,6 +379,13 @@ impl Acceptor {
             }
             _ => false,
         };
+        if self.storage_full && !retransmitted {
+            // Nothing more can be made durable: refuse rather than vote in memory only.
+            return vec![Effect::SendUnheld {
+                to: from,
+                message: Message::NoSpace { ballot, slot },
+            }];
+        }
         self.promised_ballot = ballot;
         let entry = AcceptedEntry {
             slot,
@@ -394,14 +419,19 @@ impl Acceptor {
 
     /// A leader proving it still leads (for linearizable reads): it does as long as nothing
     /// higher was promised. Nothing changes, so nothing is persisted.
+    ///
+    /// While the log is full, a confirmation of the promise as last synced leaves at once
+    /// (it reveals nothing that is not durable), so the leader keeps leading and strong
+    /// reads go on; any other answer waits behind the writes held.
     fn on_confirm(&self, from: NodeId, ballot: Ballot, sequence: u64) -> Vec<Effect> {
         if ballot < self.promised_ballot {
             return vec![self.rejection(from, ballot)];
         }
-        vec![Effect::Send {
-            to: from,
-            message: Message::Confirmed { ballot, sequence },
-        }]
+        let message = Message::Confirmed { ballot, sequence };
+        if self.storage_full && ballot == self.durable_promised_ballot {
+            return vec![Effect::SendUnheld { to: from, message }];
+        }
+        vec![Effect::Send { to: from, message }]
     }
 
     /// A learner filling a gap: the accepted entries of `[from_slot, to_slot)`, at most
@@ -549,6 +579,7 @@ impl Core for Acceptor {
                     ready.require_sync();
                 }
                 Effect::Send { to, message } => ready.send_after_persist(to, message),
+                Effect::SendUnheld { to, message } => ready.send_unheld(to, message),
                 Effect::SendToLearners(Message::AcceptedValues { entries }) => {
                     merge_votes(ready, entries)
                 }
@@ -561,6 +592,14 @@ impl Core for Acceptor {
     }
 
     fn on_tick(&mut self, _ready: &mut Ready<Record>) {}
+
+    fn on_storage_full(&mut self, full: bool) {
+        self.storage_full = full;
+    }
+
+    fn on_synced(&mut self) {
+        self.durable_promised_ballot = self.promised_ballot;
+    }
 
     fn status(&self) -> RoleStatus {
         Acceptor::status(self)

@@ -210,7 +210,8 @@ impl Storage {
             .quota_bytes
             .is_some_and(|quota| self.wal.length_bytes() >= quota / 4 * 3);
         let trimmed_since = acceptor.trimmed_slot() > self.compacted_trimmed_slot;
-        if !self.needs_compaction() && !(near_quota && trimmed_since) {
+        let freeing_space = near_quota && trimmed_since;
+        if !(self.needs_compaction() || freeing_space) {
             return Ok(false);
         }
         self.compact(acceptor)?;

@@ -32,7 +32,7 @@ struct Step<'a> {
 
 fn sent_messages(effects: &[Effect]) -> impl Iterator<Item = &Message> {
     effects.iter().filter_map(|effect| match effect {
-        Effect::Send { message, .. } => Some(message),
+        Effect::Send { message, .. } | Effect::SendUnheld { message, .. } => Some(message),
         Effect::SendToLearners(message) => Some(message),
         Effect::Persist(_) => None,
     })

@@ -790,6 +790,35 @@ async fn an_acceptor_at_its_log_quota_holds_its_votes_behind_an_alarm_and_resume
         "{:?}",
         status.alarms
     );
+    // While held, a new vote is refused at once for lack of space, and the leader's
+    // ballot, durable before the disk filled, is still confirmed (strong reads go on).
+    let refused = proposer
+        .ask(Message::Accept {
+            ballot,
+            slot: held_slot + 1,
+            value: big(held_slot + 1),
+        })
+        .await;
+    assert_eq!(
+        refused,
+        Message::NoSpace {
+            ballot,
+            slot: held_slot + 1
+        }
+    );
+    let confirmed = proposer
+        .ask(Message::Confirm {
+            ballot,
+            sequence: 5,
+        })
+        .await;
+    assert_eq!(
+        confirmed,
+        Message::Confirmed {
+            ballot,
+            sequence: 5
+        }
+    );
     // The learners hold the slots: the leader trims them, the acceptor compacts its log
     // and answers the held vote.
     proposer.network.send(

@@ -230,6 +230,7 @@ impl Driver {
         answer.unwrap_or_else(|_| {
             Answer::Unavailable(Unavailable {
                 reason: "the client API is stopping".to_string(),
+                placed_nowhere: false,
             })
         })
     }
@@ -467,6 +468,7 @@ fn unexpected(answer: Answer) -> Unavailable {
     debug_assert!(false, "an answer of the wrong kind: {answer:?}");
     Unavailable {
         reason: format!("the client API's core gave an answer of the wrong kind: {answer:?}"),
+        placed_nowhere: false,
     }
 }
 

@@ -402,8 +402,19 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
                 applied_slot: slot(random, anchors),
                 durable_slot: slot(random, anchors),
             },
-            1 => Message::Trim {
-                trimmed_slot: slot(random, anchors),
+            1 => match random.random_range(0..3) {
+                0 => Message::Trim {
+                    trimmed_slot: slot(random, anchors),
+                },
+                1 => Message::NoSpace {
+                    ballot: ballot(random, anchors),
+                    slot: slot(random, anchors),
+                },
+                _ => Message::WriteFailed {
+                    request_id: request_id(random),
+                    reason: text(random),
+                    client: node(random),
+                },
             },
             _ => Message::Trimmed {
                 trimmed_slot: slot(random, anchors),

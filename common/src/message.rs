@@ -125,6 +125,15 @@ pub enum Message {
         /// The acceptor's trim point.
         trimmed_slot: Slot,
     },
+    /// The acceptor cannot make a vote durable now (its log reached its quota, or its disk
+    /// is full): it accepted nothing for `slot`. The leader refuses new writes while too
+    /// few acceptors have space for a quorum.
+    NoSpace {
+        /// The Accept's ballot.
+        ballot: Ballot,
+        /// The slot not accepted.
+        slot: Slot,
+    },
     /// A learner asks an acceptor for what it accepted in `[from_slot, to_slot)`.
     SyncAccepted {
         /// First slot wanted.
@@ -180,6 +189,17 @@ pub enum Message {
         request_id: RequestId,
         /// The proposer believed to lead, if any.
         leader_hint: Option<u32>,
+        /// The client API node waiting for the answer.
+        client: NodeId,
+    },
+
+    /// The write was placed in no slot and will not be, for `reason` (too few acceptors
+    /// have space for a quorum): a definite failure, unlike `WriteRefused`.
+    WriteFailed {
+        /// Which write.
+        request_id: RequestId,
+        /// Why, for the client's 503 answer.
+        reason: String,
         /// The client API node waiting for the answer.
         client: NodeId,
     },

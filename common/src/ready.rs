@@ -83,6 +83,11 @@ pub struct Ready<R> {
     /// Messages that may leave only once `writes` are durable (or, if `sync` is false,
     /// written): a promise or a vote is never heard of before a crash can no longer undo it.
     pub persisted_messages: Vec<Outgoing>,
+    /// Messages that depend on no write at all, not even on writes of earlier batches the
+    /// driver could not make durable yet: they leave at once, even while the driver holds
+    /// answers for lack of space (a refusal for lack of space, the confirmation of a
+    /// promise already durable).
+    pub unheld_messages: Vec<Outgoing>,
 }
 
 impl<R> Default for Ready<R> {
@@ -92,6 +97,7 @@ impl<R> Default for Ready<R> {
             sync: false,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
+            unheld_messages: Vec::new(),
         }
     }
 }
@@ -142,6 +148,16 @@ impl<R> Ready<R> {
             && !self.sync
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
+            && self.unheld_messages.is_empty()
+    }
+
+    /// `message` leaves at once, even while earlier writes wait for space: only for what
+    /// reveals nothing that is not already durable.
+    pub fn send_unheld(&mut self, to: NodeId, message: Message) {
+        self.unheld_messages.push(Outgoing {
+            to: Destination::Node(to),
+            message,
+        });
     }
 }
 
@@ -174,4 +190,12 @@ pub trait Core {
 
     /// What the core refused from the network, and why (newest last).
     fn alarms(&self) -> Vec<String>;
+
+    /// The log cannot make writes durable for lack of space (`true`: the driver holds what
+    /// waits for them), or can again (`false`). An acceptor then refuses new votes with
+    /// `NoSpace` instead of accepting what it cannot make durable.
+    fn on_storage_full(&mut self, _full: bool) {}
+
+    /// Every write so far is durable (a sync succeeded).
+    fn on_synced(&mut self) {}
 }

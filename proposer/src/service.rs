@@ -60,6 +60,7 @@ pub async fn start(config: ProposerConfig) -> anyhow::Result<ProposerHandle> {
     // Learners are numbered from 1 in the order of LEARNER_HOSTS; their durable slots set
     // the trim point of the acceptors' logs.
     options.learner_count = config.learner_hosts.len();
+    options.acceptor_count = config.acceptor_hosts.len();
     let me = NodeId::proposer(config.id);
     let transport = Transport::from_security(&config.security, me)
         .context("loading the node's TLS certificates")?;

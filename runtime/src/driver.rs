@@ -342,7 +342,11 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
     /// A full disk is not an error (see the module's documentation); any other failure of
     /// the log is.
     pub fn carry_out(&mut self) -> Result<(), LogFailure> {
-        let ready = std::mem::take(&mut self.ready);
+        let mut ready = std::mem::take(&mut self.ready);
+        // What depends on no write leaves first, held or not.
+        for outgoing in std::mem::take(&mut ready.unheld_messages) {
+            self.queue(&outgoing);
+        }
         if self.no_space.is_some() {
             return self.carry_out_held(ready);
         }
@@ -384,6 +388,7 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
                 self.end_batch();
                 return Ok(());
             }
+            self.core.on_synced();
         }
         if !sends_before_sync {
             for outgoing in &ready.persisted_messages {
@@ -450,6 +455,7 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
              succeeds (retried every tick)",
             failure.action
         );
+        self.core.on_storage_full(true);
         self.no_space = Some(NoSpace {
             failure: String::new(),
             held: VecDeque::new(),
@@ -496,6 +502,8 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
         let Some(no_space) = self.no_space.take() else {
             return Ok(());
         };
+        self.core.on_storage_full(false);
+        self.core.on_synced();
         tracing::info!(
             node = %self.peers.me(),
             held_messages = no_space.held.len(),

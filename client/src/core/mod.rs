@@ -170,6 +170,9 @@ pub struct ReadOutcome {
 pub struct Unavailable {
     /// What did not answer, for the 503 message.
     pub reason: String,
+    /// Whether the write is known to be in no slot (refused for lack of space), rather
+    /// than of unknown outcome.
+    pub placed_nowhere: bool,
 }
 
 impl fmt::Display for Unavailable {
@@ -268,9 +271,9 @@ impl AnswerKey {
     pub fn of(message: &Message) -> Option<AnswerKey> {
         match message {
             Message::Write { command, .. } => Some(AnswerKey::Write(command.request_id)),
-            Message::WriteDecided { request_id, .. } | Message::WriteRefused { request_id, .. } => {
-                Some(AnswerKey::Write(*request_id))
-            }
+            Message::WriteDecided { request_id, .. }
+            | Message::WriteRefused { request_id, .. }
+            | Message::WriteFailed { request_id, .. } => Some(AnswerKey::Write(*request_id)),
             Message::ReadIndex { read_id }
             | Message::Read { read_id, .. }
             | Message::ReadIndexGranted { read_id, .. }
@@ -464,6 +467,7 @@ impl ClientCore {
             (
                 Message::WriteDecided { .. }
                 | Message::WriteRefused { .. }
+                | Message::WriteFailed { .. }
                 | Message::ReadIndexGranted { .. }
                 | Message::ReadIndexRefused { .. }
                 | Message::ReadReply { .. }

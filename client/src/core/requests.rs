@@ -157,6 +157,8 @@ impl Pending {
 /// How a proposer answered a write or a read index.
 enum LeaderVerdict {
     Granted(Slot),
+    /// The write was placed in no slot, for this reason: a definite failure.
+    Failed(String),
     Refused(Option<u32>),
     Unrelated,
 }
@@ -168,6 +170,7 @@ fn leader_verdict(message: &Message) -> LeaderVerdict {
         }
         Message::WriteRefused { leader_hint, .. }
         | Message::ReadIndexRefused { leader_hint, .. } => LeaderVerdict::Refused(*leader_hint),
+        Message::WriteFailed { reason, .. } => LeaderVerdict::Failed(reason.clone()),
         _ => LeaderVerdict::Unrelated,
     }
 }
@@ -231,7 +234,13 @@ impl ClientCore {
         };
         if pending.deadline.is_some_and(|deadline| now >= deadline) {
             let reason = self.give_up_reason(pending);
-            self.finish(token, Answer::Unavailable(Unavailable { reason }));
+            self.finish(
+                token,
+                Answer::Unavailable(Unavailable {
+                    reason,
+                    placed_nowhere: false,
+                }),
+            );
             return;
         }
         match pending.stage.attempt() {
@@ -444,6 +453,16 @@ impl ClientCore {
                         self.send_to_learner(token);
                     }
                 }
+            }
+            LeaderVerdict::Failed(reason) => {
+                if from.role == Role::Proposer {
+                    self.believed_leader = Some(from.id);
+                }
+                let failure = Unavailable {
+                    reason,
+                    placed_nowhere: true,
+                };
+                self.finish(token, Answer::Unavailable(failure));
             }
             LeaderVerdict::Refused(Some(hint)) => {
                 self.believed_leader = Some(hint);

@@ -586,3 +586,28 @@ fn a_fetch_without_a_connected_learner_is_unavailable_at_once() {
         vec![(1, Answer::Fetched(FetchAnswer::Unavailable))]
     );
 }
+
+#[test]
+fn a_write_that_failed_for_lack_of_space_is_answered_unavailable_at_once_with_the_reason() {
+    let mut core = connected_core(2);
+    core.request(1, write(7, None));
+    let effects = core.on_message(
+        NodeId::proposer(1),
+        Message::WriteFailed {
+            request_id: RequestId(7),
+            reason: "no space: acceptor1, acceptor2 cannot make votes durable".into(),
+            client: NodeId::client(1),
+        },
+    );
+    assert_eq!(
+        answers(&effects),
+        [(
+            1,
+            Answer::Unavailable(Unavailable {
+                reason: "no space: acceptor1, acceptor2 cannot make votes durable".into(),
+                placed_nowhere: false,
+            })
+        )]
+    );
+    assert!(!core.is_busy());
+}

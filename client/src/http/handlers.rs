@@ -52,11 +52,17 @@ pub(crate) async fn write(
         .await
         .map_err(|unavailable: Unavailable| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!(
-                "the outcome of write {} is unknown: {unavailable}; retrying with the same \
-                 request_id applies it at most once",
-                command.request_id
-            ),
+            message: match unavailable.placed_nowhere {
+                true => format!(
+                    "write {} was not applied: {unavailable}",
+                    command.request_id
+                ),
+                false => format!(
+                    "the outcome of write {} is unknown: {unavailable}; retrying with the \
+                     same request_id applies it at most once",
+                    command.request_id
+                ),
+            },
             request_id: Some(command.request_id),
         })?;
     Ok(Json(WriteAnswer {

@@ -58,6 +58,21 @@ impl Proposer {
             }
             _ => None,
         };
+        if let (State::Leader(_), Some(reason)) = (&self.state, self.no_space_reason()) {
+            // No quorum of acceptors can make a vote durable: a definite failure now
+            // rather than a write that waits out its deadline.
+            let write = PendingWrite {
+                command,
+                reply_to: from,
+                client,
+            };
+            effects.push(write.answer(Message::WriteFailed {
+                request_id: write.command.request_id,
+                reason,
+                client,
+            }));
+            return;
+        }
         match (&mut self.state, forward_to) {
             (State::Leader(leadership), _) => {
                 leadership.queue.push_back(PendingWrite {

@@ -82,6 +82,9 @@ pub struct ProposerOptions {
     /// the acceptors' logs up to the slot that [`ProposerOptions::trim_copies`] of them
     /// hold durably; 0 learners: no trimming.
     pub learner_count: usize,
+    /// The acceptors of the cluster (`ACCEPTOR_HOSTS`); with `quorum_size`, how many may
+    /// be out of space before no quorum can make a vote durable.
+    pub acceptor_count: usize,
 }
 
 impl ProposerOptions {
@@ -117,6 +120,7 @@ impl ProposerOptions {
             retransmit_ticks: 50,
             seed: 0,
             learner_count: 0,
+            acceptor_count: 2 * quorum_size - 1,
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct Proposer {
     learner_durable_slots: BTreeMap<u32, Slot>,
     /// The trim point the leader last sent to the acceptors, and when.
     trim_sent: Option<(Slot, u64)>,
+    /// Acceptors that answered `NoSpace` and have not voted or confirmed since.
+    acceptors_without_space: BTreeSet<u32>,
     state: State,
     /// What this proposer refused from the network, and why.
     alarms: Alarms,
@@ -235,6 +241,7 @@ impl Proposer {
             unreachable_proposers: BTreeSet::new(),
             learner_durable_slots: BTreeMap::new(),
             trim_sent: None,
+            acceptors_without_space: BTreeSet::new(),
             state: State::Follower {
                 leader: None,
                 last_heard_tick: 0,
@@ -365,8 +372,10 @@ impl Proposer {
             ),
             Message::Trimmed { trimmed_slot } => self.on_trimmed(from, trimmed_slot, &mut effects),
             Message::Accepted { ballot, slot } => {
+                self.acceptors_without_space.remove(&from.id);
                 self.on_accepted(from, ballot, slot, &mut effects)
             }
+            Message::NoSpace { ballot, slot } => self.on_no_space(from, ballot, slot, &mut effects),
             Message::Rejected { ballot, promised } => {
                 self.on_rejected(from, ballot, promised, &mut effects)
             }
@@ -384,7 +393,9 @@ impl Proposer {
                 }
             }
             // The answer to a write we forwarded to the leader: relay it.
-            Message::WriteDecided { client, .. } | Message::WriteRefused { client, .. }
+            Message::WriteDecided { client, .. }
+            | Message::WriteRefused { client, .. }
+            | Message::WriteFailed { client, .. }
                 if from.role == Role::Proposer =>
             {
                 if client.role == Role::Client {

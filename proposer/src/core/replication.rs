@@ -100,6 +100,71 @@ impl Proposer {
         self.propose_queued(effects);
     }
 
+    /// Acceptor `from` could not make its vote for `slot` durable (its log is at its quota
+    /// or its disk is full). Once too few acceptors have space for a quorum, the queued
+    /// writes fail at once with the reason (they were placed in no slot); the slots in
+    /// flight are retransmitted as usual and decided once space is freed, which an
+    /// `Accepted` from the acceptor tells.
+    pub(super) fn on_no_space(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        effects: &mut Vec<Effect>,
+    ) {
+        if from.role != Role::Acceptor {
+            self.raise_alarm(format!("{from} sent a NoSpace: ignored"));
+            return;
+        }
+        let State::Leader(leadership) = &self.state else {
+            return;
+        };
+        if ballot != leadership.ballot || !leadership.in_flight.contains_key(&slot) {
+            return; // an old answer
+        }
+        self.acceptors_without_space.insert(from.id);
+        let Some(reason) = self.no_space_reason() else {
+            return;
+        };
+        let State::Leader(leadership) = &mut self.state else {
+            return;
+        };
+        for write in leadership.queue.drain(..) {
+            effects.push(write.answer(Message::WriteFailed {
+                request_id: write.command.request_id,
+                reason: reason.clone(),
+                client: write.client,
+            }));
+        }
+    }
+
+    /// Why a write cannot be placed now, if too few acceptors have space for a quorum
+    /// and slots wait in flight (their retransmissions tell when space is back; with none
+    /// in flight, the next write is proposed and serves as the probe).
+    pub(super) fn no_space_reason(&self) -> Option<String> {
+        let State::Leader(leadership) = &self.state else {
+            return None;
+        };
+        let with_space = self
+            .options
+            .acceptor_count
+            .saturating_sub(self.acceptors_without_space.len());
+        if with_space >= self.options.quorum_size || leadership.in_flight.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .acceptors_without_space
+            .iter()
+            .map(|id| format!("acceptor{id}"))
+            .collect();
+        Some(format!(
+            "no space: {} cannot make votes durable (log quota reached or disk full), so no \
+             quorum of acceptors can accept a write; eventual reads go on, and writes resume on \
+             their own once space is freed (see the alarms in /status)",
+            names.join(", ")
+        ))
+    }
+
     /// Moves queued commands into new slots while the pipeline has room. Under light load
     /// each command gets its own slot at once; under heavy load the pipeline fills and the
     /// queue grows, so each freed slot carries a larger batch.
@@ -196,5 +261,58 @@ mod tests {
             8,
             "the queued writes share one slot"
         );
+    }
+
+    #[test]
+    fn writes_fail_with_the_reason_once_too_few_acceptors_have_space_and_resume_after() {
+        let mut proposer = proposer(1);
+        let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
+        let client = NodeId::client(1);
+        let write = |proposer: &mut Proposer, number: u128| {
+            proposer.handle(
+                client,
+                Message::Write {
+                    command: command(number, "k", "v"),
+                    client,
+                },
+            )
+        };
+        for number in 1..=3 {
+            write(&mut proposer, number); // two in flight, one queued
+        }
+        let failed = |effects: &[Effect]| -> Vec<(RequestId, String)> {
+            sent(effects)
+                .into_iter()
+                .filter_map(|(_, message)| match message {
+                    Message::WriteFailed {
+                        request_id, reason, ..
+                    } => Some((request_id, reason)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // One acceptor without space: a quorum still has it.
+        let effects = proposer.handle(NodeId::acceptor(1), Message::NoSpace { ballot, slot: 1 });
+        assert!(failed(&effects).is_empty());
+        // Two of three: the queued write fails at once, and so does a new one.
+        let effects = proposer.handle(NodeId::acceptor(2), Message::NoSpace { ballot, slot: 1 });
+        let queued = failed(&effects);
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].0, RequestId(3));
+        assert!(
+            queued[0]
+                .1
+                .starts_with("no space: acceptor1, acceptor2 cannot make votes durable"),
+            "{}",
+            queued[0].1
+        );
+        assert_eq!(failed(&write(&mut proposer, 4)).len(), 1);
+        // Space is back: an acceptor votes again, and writes are placed.
+        proposer.handle(NodeId::acceptor(1), Message::Accepted { ballot, slot: 1 });
+        let effects = write(&mut proposer, 5);
+        assert!(failed(&effects).is_empty());
+        // A NoSpace from a node that is not an acceptor changes nothing.
+        proposer.handle(NodeId::learner(1), Message::NoSpace { ballot, slot: 2 });
+        assert_eq!(proposer.alarms().len(), 1);
     }
 }
