@@ -201,16 +201,25 @@ impl Storage {
     /// core changes state as it emits each record). An error leaves the log in an unknown
     /// state (the old file or the new one) and must stop the acceptor.
     ///
-    /// Near its quota (three quarters), the log is also compacted whenever the trim point
-    /// rose since the last compaction: that is what frees space once the learners caught
-    /// up, while the usual threshold (twice the last compacted size) may lie past the
-    /// quota.
+    /// Near its quota (three quarters), or while appends are held (the disk or the quota
+    /// refused them), the log is also compacted once the trim point has risen by a quarter
+    /// of the live slots since the last compaction: that is what frees space once the
+    /// learners caught up, while the usual threshold (twice the last compacted size) may
+    /// lie past the quota or the disk.
     pub fn compact_if_needed(&mut self, acceptor: &Acceptor) -> io::Result<bool> {
         let near_quota = self
             .quota_bytes
             .is_some_and(|quota| self.wal.length_bytes() >= quota / 4 * 3);
-        let trimmed_since = acceptor.trimmed_slot() > self.compacted_trimmed_slot;
-        let freeing_space = near_quota && trimmed_since;
+        // Appends still pending after a batch: the disk or the quota refused them.
+        let held = self.wal.has_pending();
+        // Forgotten since the last compaction: at least a quarter of what is live, so that
+        // a rewrite near the quota frees a real share of the log (no rewrite per tick).
+        let forgotten_slots = acceptor
+            .trimmed_slot()
+            .saturating_sub(self.compacted_trimmed_slot);
+        let worth_it =
+            forgotten_slots > 0 && forgotten_slots >= acceptor.accepted_slot_count() as u64 / 4;
+        let freeing_space = (near_quota || held) && worth_it;
         if !(self.needs_compaction() || freeing_space) {
             return Ok(false);
         }

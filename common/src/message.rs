@@ -66,7 +66,7 @@ pub enum Message {
     },
     /// Phase 1b: the acceptor promised `ballot` (durably, before sending this).
     ///
-    /// Paged: one Promise carries at most `PROMISE_PAGE_BYTES` of values. A candidate that
+    /// Paged: one Promise carries at most `PAGE_BYTES_MAX` (`common::value`) of values. A candidate that
     /// gets `next_from_slot: Some(slot)` asks the same acceptor again with a Prepare of the
     /// same ballot from `slot`; the acceptor's report is complete with the page that says
     /// `None`. Nothing below the ballot can change the slots between two pages: the

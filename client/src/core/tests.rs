@@ -605,7 +605,7 @@ fn a_write_that_failed_for_lack_of_space_is_answered_unavailable_at_once_with_th
             1,
             Answer::Unavailable(Unavailable {
                 reason: "no space: acceptor1, acceptor2 cannot make votes durable".into(),
-                placed_nowhere: false,
+                placed_nowhere: true,
             })
         )]
     );

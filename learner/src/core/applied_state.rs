@@ -8,8 +8,8 @@
 //! bounded by a constant instead of growing with the history. Every learner applies the
 //! same commands in the same order, so every learner remembers and forgets the same ids
 //! at the same slot (the window travels in snapshots, in order), and their states agree.
-//! Why a retry cannot fall out of the window is argued in docs/PROTOCOL.md ("Exactly-once
-//! writes").
+//! Why a retry cannot fall out of the window is argued in docs/PROTOCOL.md ("Exactly-once,
+//! in bounded memory").
 
 use common::ballot::Slot;
 use common::message::{DecidedEntry, StateSnapshot};

@@ -40,7 +40,11 @@ fn promise_fault(
     page: &PromiseReport,
     promises: &BTreeMap<u32, PromiseReport>,
 ) -> Option<String> {
-    let span_end = from_slot.saturating_add(MAX_PROMISE_SPAN_SLOTS);
+    // The span counts from the acceptor's trim point when it is further: the live window
+    // above it is what the acceptor can report, however stale the candidate's view.
+    let span_end = from_slot
+        .max(page.trimmed_slot)
+        .saturating_add(MAX_PROMISE_SPAN_SLOTS);
     let mut reported: BTreeMap<(Slot, Ballot), &Value> = BTreeMap::new();
     for (other, report) in promises {
         for entry in &report.entries {
@@ -53,7 +57,7 @@ fn promise_fault(
         .get(&acceptor)
         .and_then(|report| report.next_from_slot)
         .unwrap_or(from_slot);
-    if page.trimmed_slot > span_end || page.trimmed_slot > MAX_PLAUSIBLE_SLOT {
+    if page.trimmed_slot > MAX_PLAUSIBLE_SLOT {
         return Some(format!(
             "reports a trim point of slot {}, beyond {}",
             page.trimmed_slot,
@@ -254,7 +258,7 @@ impl Proposer {
             ballot: candidate_ballot,
             from_slot,
             promises,
-            ..
+            started_tick,
         } = &mut self.state
         else {
             return;
@@ -262,19 +266,36 @@ impl Proposer {
         if ballot != *candidate_ballot || from.role != Role::Acceptor {
             return;
         }
-        if promises
-            .get(&from.id)
-            .is_some_and(|report| report.next_from_slot.is_none())
-        {
-            return; // complete already: a retransmitted Prepare's second answer
+        match promises.get(&from.id).map(|report| report.next_from_slot) {
+            // Complete already: a retransmitted Prepare's second answer.
+            Some(None) => return,
+            // A page this report already holds (a duplicate, or the answer to a
+            // retransmitted Prepare): ignored, and the report keeps every page it has, so
+            // that a later page can never complete it without the earlier ones.
+            Some(Some(expected))
+                if page.next_from_slot.is_some_and(|next| next <= expected)
+                    || page
+                        .entries
+                        .first()
+                        .is_some_and(|entry| entry.slot < expected) =>
+            {
+                return;
+            }
+            _ => {}
         }
         if let Some(problem) = promise_fault(from.id, ballot, *from_slot, &page, promises) {
-            promises.remove(&from.id);
+            // Not counted; the pages received before stay, so the report cannot be
+            // completed by a later page without them.
             self.raise_alarm(format!(
                 "acceptor {} sent a Promise of {ballot} that {problem}: not counted",
                 from.id
             ));
             return;
+        }
+        if page.next_from_slot.is_some() {
+            // A long report makes progress: the candidate waits for the rest rather than
+            // give up after one leader timeout.
+            *started_tick = self.now_tick;
         }
         let report = promises.entry(from.id).or_default();
         report.entries.extend(page.entries);
@@ -886,5 +907,77 @@ mod tests {
         assert_eq!(proposer.alarms().len(), 2);
         let (_, from_slot, _) = tick_until_candidate(&mut proposer);
         assert_eq!(from_slot, 1);
+    }
+
+    #[test]
+    fn a_paged_promise_counts_only_with_every_page_even_when_a_page_is_duplicated() {
+        let (mut proposer, ballot) = candidate_1();
+        let old = Ballot::new(0, 2);
+        let page = |entries: Vec<AcceptedEntry>, next_from_slot: Option<Slot>| Message::Promise {
+            ballot,
+            accepted: entries,
+            trimmed_slot: 0,
+            next_from_slot,
+        };
+        let first = page(vec![entry(1, old, "chosen")], Some(2));
+        let effects = proposer.handle(NodeId::acceptor(1), first.clone());
+        assert_eq!(
+            sent(&effects),
+            vec![(
+                NodeId::acceptor(1),
+                Message::Prepare {
+                    ballot,
+                    from_slot: 2
+                }
+            )],
+            "the candidate asks for the next page"
+        );
+        // A duplicate of the first page changes nothing and raises no alarm.
+        assert!(proposer.handle(NodeId::acceptor(1), first).is_empty());
+        assert!(proposer.alarms().is_empty());
+        proposer.handle(NodeId::acceptor(1), page(vec![entry(2, old, "two")], None));
+        let effects = proposer.handle(NodeId::acceptor(2), page(vec![], None));
+        assert!(proposer.is_leader());
+        let proposed = accepts(&effects);
+        assert_eq!(proposed[0].0, 1);
+        assert_eq!(
+            proposed[0].1,
+            entry(1, old, "chosen").value,
+            "the first page's value is re-proposed, not lost"
+        );
+    }
+
+    #[test]
+    fn a_new_leader_starts_above_the_highest_trim_point_of_its_quorum() {
+        let (mut proposer, ballot) = candidate_1();
+        let old = Ballot::new(0, 2);
+        proposer.handle(
+            NodeId::acceptor(1),
+            Message::Promise {
+                ballot,
+                accepted: vec![entry(6, old, "six")],
+                trimmed_slot: 5,
+                next_from_slot: None,
+            },
+        );
+        let effects = proposer.handle(
+            NodeId::acceptor(2),
+            Message::Promise {
+                ballot,
+                accepted: vec![entry(3, old, "three"), entry(6, old, "six")],
+                trimmed_slot: 2,
+                next_from_slot: None,
+            },
+        );
+        assert!(proposer.is_leader());
+        let slots: Vec<Slot> = accepts(&effects)
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(
+            slots,
+            vec![6],
+            "nothing at or below the trim point 5, no no-op there"
+        );
     }
 }

@@ -215,7 +215,9 @@ pub struct Proposer {
     learner_durable_slots: BTreeMap<u32, Slot>,
     /// The trim point the leader last sent to the acceptors, and when.
     trim_sent: Option<(Slot, u64)>,
-    /// Acceptors that answered `NoSpace` and have not voted or confirmed since.
+    /// Acceptors that answered `NoSpace` and have not voted since. Kept across leader
+    /// changes: a stale entry only makes a leader refuse writes until the slots it has in
+    /// flight are accepted again, and with none in flight the next write probes.
     acceptors_without_space: BTreeSet<u32>,
     state: State,
     /// What this proposer refused from the network, and why.
