@@ -10,6 +10,8 @@
 # WORK_DIR, PAXOS_BIN, ETCD_BIN, WITH_ETCD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 WRITES=${WRITES:-1000000}
 KEYS=${KEYS:-10000}
@@ -25,26 +27,13 @@ ETCD_PEER_PORTS=(23801 23802 23803)
 STARTED_PIDS=()
 
 cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${STARTED_PIDS[@]}"
     STARTED_PIDS=()
     rm -rf "$WORK_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ports_free() {
-    local port
-    for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "port $port is already in use on 127.0.0.1; choose other ports" >&2
-            exit 1
-        fi
-    done
-}
 
 if [[ ! -x "$PAXOS_BIN" ]]; then
     cargo build --release --quiet

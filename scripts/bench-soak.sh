@@ -43,6 +43,8 @@
 # next two), ETCD_PEER_PORT (24801, and the next two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 WRITES=${WRITES:-5000000}
 KEYS=${KEYS:-10000}
@@ -76,34 +78,13 @@ NODE_DIRS=()
 log() { echo "== $*" >&2; }
 
 cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${STARTED_PIDS[@]}"
     STARTED_PIDS=()
     rm -rf "$WORK_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ports_free PORT...: fails, naming the port, if anything already listens on one of them.
-ports_free() {
-    local port
-    for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "port $port is already in use on 127.0.0.1; choose other ports" >&2
-            exit 1
-        fi
-    done
-}
 
 need_tools() {
     if [[ ! -x "$PAXOS_BIN" ]]; then

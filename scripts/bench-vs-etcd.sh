@@ -42,6 +42,8 @@
 # one), OPENSSL (default openssl; installed with apt-get if missing, for etcd's TLS table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
@@ -85,17 +87,7 @@ mkdir -p "$RESULTS_DIR" "$WORK_DIR"
 STARTED_PIDS=()
 
 cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
+    stop_pids "${STARTED_PIDS[@]}"
     STARTED_PIDS=()
     cp "$WORK_DIR"/*.log "$RESULTS_DIR"/ 2>/dev/null || true
     rm -rf "$WORK_DIR"
@@ -174,17 +166,6 @@ run_loads() {
     done
 }
 
-# ports_free PORT...: fails, naming the port, if anything already listens on one of them
-# (benchmarking someone else's server by mistake would be worse than stopping).
-ports_free() {
-    local port
-    for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "port $port is already in use on 127.0.0.1; choose other ports" >&2
-            exit 1
-        fi
-    done
-}
 
 # etcd_certificates DIR: a CA and one certificate per member (etcd1..3) for etcd's peer
 # TLS, made with openssl: EC P-256, SANs IP 127.0.0.1 and DNS localhost, for server and

@@ -377,7 +377,8 @@ pub struct StateSnapshot {
     pub applied_slot: Slot,
     /// The key-value map, in key order.
     pub key_values: Vec<(String, String)>,
-    /// Every request id applied, with the slot that applied it.
+    /// The exactly-once window: the last applied request ids, oldest first, each with the
+    /// slot that applied it.
     pub applied_request_ids: Vec<(RequestId, Slot)>,
 }
 
