@@ -204,8 +204,9 @@ impl Learner {
                 && options.progress_interval_ticks >= 1
                 && options.sync_interval_ticks >= 1
                 && options.retain_slots >= 1
-                && options.subscriber_heartbeat_ticks >= 1,
-            "tick intervals are at least one tick: {options:?}"
+                && options.subscriber_heartbeat_ticks >= 1
+                && options.exactly_once_window_commands >= 1,
+            "tick intervals are at least one tick, the exactly-once window one command: {options:?}"
         );
         let window = options.exactly_once_window_commands;
         Learner {
