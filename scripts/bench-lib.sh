@@ -27,3 +27,14 @@ ports_free() {
         fi
     done
 }
+
+# stop_started: stops the processes in STARTED_PIDS (the caller's list of what it
+# started), waiting for each, and empties the list.
+stop_started() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    STARTED_PIDS=()
+}

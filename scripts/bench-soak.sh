@@ -218,15 +218,6 @@ if r["requests"] + r["error_count"] < int(sys.argv[3]):
 EOF
 }
 
-stop_started() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    STARTED_PIDS=()
-}
-
 start_paxos() {
     ports_free "$PAXOS_CLIENT_PORT" $((PAXOS_BASE_PORT + 1)) $((PAXOS_BASE_PORT + 2)) \
         $((PAXOS_BASE_PORT + 3)) $((PAXOS_BASE_PORT + 101)) $((PAXOS_BASE_PORT + 102)) \

@@ -272,15 +272,6 @@ start_paxos() {
     fi
 }
 
-stop_started() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    STARTED_PIDS=()
-}
-
 need_tools
 machine
 

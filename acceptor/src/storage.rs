@@ -102,8 +102,6 @@ pub struct Storage {
     /// The log is compacted once it outgrows its compacted size times this, in quarters
     /// (8: twice the size).
     compaction_growth_quarters: u64,
-    /// The log's quota on disk, if any.
-    quota_bytes: Option<u64>,
     /// The trim point the last compaction wrote.
     compacted_trimmed_slot: u64,
 }
@@ -140,7 +138,6 @@ impl Storage {
             compacted_length_bytes: 0,
             compaction_minimum_bytes: COMPACTION_MINIMUM_BYTES,
             compaction_growth_quarters: 8,
-            quota_bytes: None,
             compacted_trimmed_slot: 0,
         };
         Ok((storage, records))
@@ -151,7 +148,6 @@ impl Storage {
     /// that the live window is rewritten long before the quota is reached.
     pub fn set_quota_bytes(&mut self, quota_bytes: Option<u64>) {
         self.wal.set_quota_bytes(quota_bytes);
-        self.quota_bytes = quota_bytes;
         if let Some(quota) = quota_bytes {
             self.compaction_minimum_bytes = self.compaction_minimum_bytes.min(quota / 2);
         }
@@ -208,7 +204,8 @@ impl Storage {
     /// lie past the quota or the disk.
     pub fn compact_if_needed(&mut self, acceptor: &Acceptor) -> io::Result<bool> {
         let near_quota = self
-            .quota_bytes
+            .wal
+            .quota_bytes()
             .is_some_and(|quota| self.wal.length_bytes() >= quota / 4 * 3);
         // Appends still pending after a batch: the disk or the quota refused them.
         let held = self.wal.has_pending();

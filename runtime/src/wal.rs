@@ -260,6 +260,11 @@ impl Wal {
         self.quota_bytes = quota_bytes;
     }
 
+    /// The quota set by [`Wal::set_quota_bytes`], if any.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        self.quota_bytes
+    }
+
     /// Writes queued records to the operating system without waiting for the disk. When
     /// they do not fit in the allocated space, the file first grows by a zero-filled step
     /// (written, not a hole, so that later records only overwrite data); the next sync then

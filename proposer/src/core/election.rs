@@ -523,14 +523,7 @@ mod tests {
     fn a_leader_covers_in_its_next_phase_one_the_slots_it_decided_but_no_learner_applied() {
         let mut proposer = proposer(1);
         let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
-        let client = NodeId::client(1);
-        proposer.handle(
-            client,
-            Message::Write {
-                command: command(1, "k", "v"),
-                client,
-            },
-        );
+        client_write(&mut proposer, 1);
         for acceptor in 1..=2 {
             proposer.handle(
                 NodeId::acceptor(acceptor),
@@ -635,14 +628,7 @@ mod tests {
     fn a_higher_ballot_deposes_the_leader_and_its_pending_writes_are_refused() {
         let mut proposer = proposer(1);
         let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
-        let client = NodeId::client(1);
-        proposer.handle(
-            client,
-            Message::Write {
-                command: command(5, "k", "v"),
-                client,
-            },
-        );
+        client_write(&mut proposer, 5);
         let effects = proposer.handle(
             NodeId::acceptor(1),
             Message::Rejected {

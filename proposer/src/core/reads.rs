@@ -148,13 +148,7 @@ mod tests {
         let mut proposer = proposer(1);
         let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
         let client = NodeId::client(1);
-        proposer.handle(
-            client,
-            Message::Write {
-                command: command(1, "k", "v"),
-                client,
-            },
-        );
+        client_write(&mut proposer, 1);
         let effects = proposer.handle(client, Message::ReadIndex { read_id: 7 });
         let sequence = effects
             .iter()

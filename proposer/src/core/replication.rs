@@ -267,18 +267,8 @@ mod tests {
     fn writes_fail_with_the_reason_once_too_few_acceptors_have_space_and_resume_after() {
         let mut proposer = proposer(1);
         let (ballot, _) = elect(&mut proposer, vec![vec![], vec![]]);
-        let client = NodeId::client(1);
-        let write = |proposer: &mut Proposer, number: u128| {
-            proposer.handle(
-                client,
-                Message::Write {
-                    command: command(number, "k", "v"),
-                    client,
-                },
-            )
-        };
         for number in 1..=3 {
-            write(&mut proposer, number); // two in flight, one queued
+            client_write(&mut proposer, number); // two in flight, one queued
         }
         let failed = |effects: &[Effect]| -> Vec<(RequestId, String)> {
             sent(effects)
@@ -306,10 +296,10 @@ mod tests {
             "{}",
             queued[0].1
         );
-        assert_eq!(failed(&write(&mut proposer, 4)).len(), 1);
+        assert_eq!(failed(&client_write(&mut proposer, 4)).len(), 1);
         // Space is back: an acceptor votes again, and writes are placed.
         proposer.handle(NodeId::acceptor(1), Message::Accepted { ballot, slot: 1 });
-        let effects = write(&mut proposer, 5);
+        let effects = client_write(&mut proposer, 5);
         assert!(failed(&effects).is_empty());
         // A NoSpace from a node that is not an acceptor changes nothing.
         proposer.handle(NodeId::learner(1), Message::NoSpace { ballot, slot: 2 });

@@ -113,3 +113,15 @@ pub(super) fn entry(slot: Slot, ballot: Ballot, text: &str) -> AcceptedEntry {
         value: Value::Batch(vec![command(slot as u128, "k", text)]),
     }
 }
+
+/// Client API 1 writes `k = v` under request id `number`; what the proposer does.
+pub(super) fn client_write(proposer: &mut Proposer, number: u128) -> Vec<Effect> {
+    let client = NodeId::client(1);
+    proposer.handle(
+        client,
+        Message::Write {
+            command: command(number, "k", "v"),
+            client,
+        },
+    )
+}

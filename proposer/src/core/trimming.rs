@@ -210,15 +210,8 @@ mod tests {
     #[test]
     fn a_trimmed_answer_refuses_the_writes_of_forgotten_slots_and_moves_past_them() {
         let mut leader = leader_with_learners(2);
-        let client = NodeId::client(1);
         for number in 1..=2 {
-            leader.handle(
-                client,
-                Message::Write {
-                    command: command(number, "k", "v"),
-                    client,
-                },
-            );
+            client_write(&mut leader, number);
         }
         let effects = leader.handle(NodeId::acceptor(1), Message::Trimmed { trimmed_slot: 40 });
         let refused: Vec<RequestId> = sent(&effects)
@@ -230,13 +223,7 @@ mod tests {
             .collect();
         assert_eq!(refused, vec![RequestId(1), RequestId(2)]);
         // The next write goes above the trim point.
-        let effects = leader.handle(
-            client,
-            Message::Write {
-                command: command(3, "k", "v"),
-                client,
-            },
-        );
+        let effects = client_write(&mut leader, 3);
         assert_eq!(accepts(&effects)[0].0, 41);
     }
 }
