@@ -234,6 +234,9 @@ impl LogFile for LyingFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         self.inner.read_all()
     }
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_at(offset, buffer)
+    }
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_at(offset, bytes)
     }
@@ -275,6 +278,12 @@ impl FileSystem for Lying {
             true => Ok(()),
             false => self.inner.sync_directory(path),
         }
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn list_directory(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.inner.list_directory(path)
     }
 }
 

@@ -13,7 +13,7 @@
 use crate::ballot::{Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use crate::message::{
     AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, NodeStatus, PeerStatus,
-    ProposerState, RoleStatus, StateSnapshot,
+    ProposerState, RoleStatus, SnapshotChunk, StateSnapshot,
 };
 use crate::node::{NodeId, Role};
 use crate::value::{Command, RequestId, Value};
@@ -261,6 +261,20 @@ pub fn state_snapshot(random: &mut ChaCha8Rng, anchors: &Anchors) -> StateSnapsh
     }
 }
 
+/// A chunk of a learner state near the anchors, not necessarily consistent.
+pub fn snapshot_chunk(random: &mut ChaCha8Rng, anchors: &Anchors) -> SnapshotChunk {
+    let state = state_snapshot(random, anchors);
+    SnapshotChunk {
+        applied_slot: state.applied_slot,
+        index: edge_u32(random),
+        key_count: edge_u64(random, &[]),
+        request_id_count: edge_u64(random, &[]),
+        key_values: state.key_values,
+        applied_request_ids: state.applied_request_ids,
+        last: random.random_bool(0.5),
+    }
+}
+
 fn node_status(random: &mut ChaCha8Rng, anchors: &Anchors) -> NodeStatus {
     let detail = match random.random_range(0..3) {
         0 => RoleStatus::Acceptor {
@@ -464,8 +478,14 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
                 applied_slot: slot(random, anchors),
             },
         },
-        _ => Message::Snapshot {
-            snapshot: state_snapshot(random, anchors),
+        _ => match random.random_bool(0.5) {
+            true => Message::SnapshotChunk {
+                chunk: snapshot_chunk(random, anchors),
+            },
+            false => Message::SnapshotAck {
+                applied_slot: slot(random, anchors),
+                index: edge_u32(random),
+            },
         },
     }
 }

@@ -17,7 +17,7 @@
 //! | `StatusRequest` / `StatusReply` | client -> any node -> client | the `/status` page |
 //! | `Subscribe` / `Unsubscribe` / `Applied` / `SubscriptionTooOld` | client -> learner -> client | the writes each applied slot made, pushed for change notifications |
 //! | `ReadApplied` / `Applied` | client -> learner -> client | the writes of past slots, fetched once |
-//! | `Snapshot` | learner -> learner | the state at a slot, for a peer behind what the sender retains |
+//! | `SnapshotChunk` / `SnapshotAck` | learner -> learner -> learner | the state at a slot, in chunks each acknowledged, for a peer behind what the sender retains |
 //!
 //! The sender of a message is known from the connection it arrived on (see `Hello`), so
 //! messages do not repeat it.
@@ -338,12 +338,45 @@ pub enum Message {
         /// The learner's applied slot.
         applied_slot: Slot,
     },
-    /// A learner's whole state at a slot, sent to a peer that asked for slots this learner
-    /// no longer retains: the peer continues from `snapshot.applied_slot + 1`.
-    Snapshot {
-        /// The state.
-        snapshot: StateSnapshot,
+    /// One chunk of a learner's state at a slot, sent to a peer that asked for slots this
+    /// learner no longer retains: once it has every chunk, the peer continues from
+    /// `chunk.applied_slot + 1`. The sender keeps a few chunks unacknowledged at most.
+    SnapshotChunk {
+        /// The chunk.
+        chunk: SnapshotChunk,
     },
+    /// The chunks of the snapshot at `applied_slot` up to `index` were received (and
+    /// written): the sender may send the next ones.
+    SnapshotAck {
+        /// The snapshot's slot.
+        applied_slot: Slot,
+        /// The last chunk received.
+        index: u32,
+    },
+}
+
+/// One piece of a learner's state at `applied_slot`, of at most a page's bytes: the same
+/// chunks travel between learners (`SnapshotChunk`) and make a snapshot file on disk, so
+/// that a state of any size is never one frame, one record or one allocation. A
+/// snapshot's chunks hold its key-value pairs in key order, then its request ids oldest
+/// first; every chunk repeats the totals, and the last says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The snapshot's slot: every slot up to here is folded into the state.
+    pub applied_slot: Slot,
+    /// This chunk's position, from 0.
+    pub index: u32,
+    /// How many key-value pairs the whole snapshot holds.
+    pub key_count: u64,
+    /// How many request ids the whole snapshot holds.
+    pub request_id_count: u64,
+    /// The next key-value pairs, in key order (after those of earlier chunks).
+    pub key_values: Vec<(String, String)>,
+    /// The next request ids of the exactly-once window, oldest first, each with the slot
+    /// that applied it.
+    pub applied_request_ids: Vec<(RequestId, Slot)>,
+    /// Whether this is the snapshot's last chunk.
+    pub last: bool,
 }
 
 /// The writes one slot applied, as a subscriber sees them.

@@ -49,7 +49,8 @@ pub enum MessageKind {
     ReadApplied,
     Applied,
     SubscriptionTooOld,
-    Snapshot,
+    SnapshotChunk,
+    SnapshotAck,
 }
 
 impl Message {
@@ -90,7 +91,8 @@ impl Message {
             Message::ReadApplied { .. } => MessageKind::ReadApplied,
             Message::Applied { .. } => MessageKind::Applied,
             Message::SubscriptionTooOld { .. } => MessageKind::SubscriptionTooOld,
-            Message::Snapshot { .. } => MessageKind::Snapshot,
+            Message::SnapshotChunk { .. } => MessageKind::SnapshotChunk,
+            Message::SnapshotAck { .. } => MessageKind::SnapshotAck,
         }
     }
 }
@@ -142,7 +144,8 @@ pub const ROUTES: &[(MessageKind, Role, Role)] = &[
     // Gap filling between learners.
     (K::SyncDecided, L, L),
     (K::Decided, L, L),
-    (K::Snapshot, L, L),
+    (K::SnapshotChunk, L, L),
+    (K::SnapshotAck, L, L),
     // Change notifications.
     (K::Subscribe, C, L),
     (K::Unsubscribe, C, L),

@@ -38,4 +38,5 @@
 pub mod config;
 pub mod core;
 pub mod service;
+pub mod snapshot_file;
 pub mod storage;

@@ -93,21 +93,23 @@ pub async fn start(config: LearnerConfig) -> anyhow::Result<Handle> {
         loop_options,
         move |network| {
             let mut snapshots_logged = 0;
-            NodeDriver::new(core, log, network).with_observer(move |learner: &Learner| {
-                let (installed, last) = learner.snapshots_installed();
-                if installed == snapshots_logged {
-                    return;
-                }
-                snapshots_logged = installed;
-                if let Some((from, snapshot_slot)) = last {
-                    tracing::info!(
-                        %from,
-                        snapshot_slot,
-                        applied_slot = learner.applied_slot(),
-                        "a peer sent its state as a snapshot"
-                    );
-                }
-            })
+            NodeDriver::new(core, log.compact_in_background(), network).with_observer(
+                move |learner: &Learner| {
+                    let (installed, last) = learner.snapshots_installed();
+                    if installed == snapshots_logged {
+                        return;
+                    }
+                    snapshots_logged = installed;
+                    if let Some((from, snapshot_slot)) = last {
+                        tracing::info!(
+                            %from,
+                            snapshot_slot,
+                            applied_slot = learner.applied_slot(),
+                            "a peer sent its state as a snapshot"
+                        );
+                    }
+                },
+            )
         },
     )
     .await?;

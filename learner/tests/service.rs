@@ -278,11 +278,18 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
         log.records.len()
     );
     let first: learner::core::LearnerRecord = postcard::from_bytes(&log.records[0]).unwrap();
-    assert!(
-        matches!(first, learner::core::LearnerRecord::Snapshot(_)),
-        "a compacted log starts with the state"
-    );
+    let learner::core::LearnerRecord::SnapshotFile { applied_slot } = first else {
+        panic!("a compacted log starts with its snapshot file, not {first:?}")
+    };
     drop(log);
+    // Beside the log: that snapshot file, and no other (nor a half-written one).
+    let mut files: Vec<String> = std::fs::read_dir(data_dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("snapshot-"))
+        .collect();
+    files.sort();
+    assert_eq!(files, vec![learner::snapshot_file::file_name(applied_slot)]);
 
     // Restarted with silent acceptors, the state comes from the snapshot and the history.
     let restarted = learner::service::start(learner_config)

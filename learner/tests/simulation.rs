@@ -70,6 +70,9 @@ fn check_agreement(first: &Learner, second: &Learner) -> Result<(), String> {
 /// The state `behind` applied equals `ahead`'s decided history replayed up to
 /// `behind.applied_slot()`.
 fn check_applied_state_is_prefix(behind: &Learner, ahead: &Learner) -> Result<(), String> {
+    if behind.is_installing_snapshot() {
+        return Ok(()); // its state was dropped for a snapshot, and it serves no reads
+    }
     let applied_slot = behind.applied_slot();
     let mut history = Vec::new();
     for slot in 1..=applied_slot {
@@ -108,6 +111,9 @@ fn check_state_matches_chosen(
     learner: &Learner,
     chosen: &BTreeMap<Slot, Value>,
 ) -> Result<(), String> {
+    if learner.is_installing_snapshot() {
+        return Ok(()); // its state was dropped for a snapshot, and it serves no reads
+    }
     let applied_slot = learner.applied_slot();
     let expected = replay(chosen.range(..=applied_slot).map(|(_, value)| value));
     for (key, value) in &expected {
@@ -396,11 +402,12 @@ impl Simulation {
                         return Err(format!("{from} persisted slot {} twice", entry.slot));
                     }
                 }
-                Effect::PersistSnapshot { retained, .. } => {
+                Effect::Compact { retained, .. } | Effect::InstallSnapshot { retained, .. } => {
                     // The log is rewritten: it holds these slots and nothing else.
                     self.persisted[learner_index] =
                         retained.iter().map(|entry| entry.slot).collect();
                 }
+                Effect::PersistSnapshotChunk(_) => {}
                 Effect::Send { to, message } => self.post(from, to, message),
                 Effect::Broadcast { role, message } => {
                     let receivers: Vec<NodeId> = match role {
@@ -473,7 +480,7 @@ impl Simulation {
         };
         match envelope.to.role {
             Role::Learner => {
-                if matches!(envelope.message, Message::Snapshot { .. }) {
+                if matches!(&envelope.message, Message::SnapshotChunk { chunk } if chunk.last) {
                     self.snapshots_delivered += 1;
                 }
                 let learner_index = envelope.to.id as usize - 1;
@@ -519,6 +526,9 @@ fn simulate(seed: u64, retain_slots: Option<u64>) -> Result<Outcome, String> {
     let loss_probability = rng.random_range(0.0..0.3);
     let options = |id: u32| {
         let mut options = LearnerOptions::new(id, QUORUM_SIZE);
+        // Small chunks, so that a snapshot takes many, each of which may be lost,
+        // duplicated or reordered.
+        options.snapshot_chunk_bytes = 24 + (seed % 128) as usize;
         if let Some(retain_slots) = retain_slots {
             options.retain_slots = retain_slots;
         }
@@ -609,7 +619,23 @@ fn simulate(seed: u64, retain_slots: Option<u64>) -> Result<Outcome, String> {
                 .iter()
                 .map(Learner::applied_slot)
                 .collect();
-            return Err(format!("learners stuck at applied slots {applied:?}"));
+            let transfers: Vec<String> = simulation
+                .learners
+                .iter()
+                .map(|learner| {
+                    format!(
+                        "installing {}, sent {:?}, installed {:?}, history from {}, alarms {:?}",
+                        learner.is_installing_snapshot(),
+                        learner.snapshots_sent(),
+                        learner.snapshots_installed(),
+                        learner.history_start_slot(),
+                        learner.alarms()
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "learners stuck at applied slots {applied:?} ({transfers:?})"
+            ));
         }
         for index in 0..LEARNERS {
             simulation.tick(index)?;

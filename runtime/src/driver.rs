@@ -10,7 +10,9 @@
 //! 4. the messages that had to wait for durability ([`Ready::persisted_messages`]) are
 //!    queued, and every peer's messages of the batch leave in one write ([`Peers::flush`]);
 //! 5. the log does its housekeeping ([`Log::maintain`], e.g. compaction), after the
-//!    answers have left, so that it never delays them.
+//!    answers have left, so that it never delays them: after a batch that wrote, and
+//!    after every batch while the log says it has some under way
+//!    ([`Log::wants_maintenance`], a compaction finishing in the background).
 //!
 //! **A full disk is not a crash.** When the log's write or sync fails for lack of space
 //! ([`LogFailure::is_storage_full`]: `ENOSPC`, `EDQUOT`, or the log's quota), the driver
@@ -58,6 +60,11 @@ pub trait Log<C: Core> {
     /// state; runs after the batch's messages left.
     fn maintain(&mut self, _core: &C) -> io::Result<()> {
         Ok(())
+    }
+    /// Whether housekeeping waits to be finished (a compaction written in the background):
+    /// then [`Log::maintain`] runs after every batch, written or not.
+    fn wants_maintenance(&self) -> bool {
+        false
     }
 }
 
@@ -396,7 +403,7 @@ impl<C: Core, L: Log<C>, P: Peers> NodeDriver<C, L, P> {
             }
         }
         self.peers.flush();
-        if wrote {
+        if wrote || self.log.wants_maintenance() {
             self.maintain()?;
         }
         self.end_batch();

@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub trait LogFile: Send {
     /// The whole content.
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Reads up to `buffer.len()` bytes at `offset` into `buffer`, returning how many
+    /// (fewer only at the end of the file): for files too large to read whole.
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<usize>;
     /// Writes all of `bytes` at `offset` (extending the file if needed); not durable
     /// until [`LogFile::sync`].
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
@@ -46,8 +49,12 @@ pub trait FileSystem: Send + Sync {
     /// Renames `from` to `to` (in the same directory), replacing `to`; durable once the
     /// directory is synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Makes the directory's entries durable (new names, renames).
+    /// Makes the directory's entries durable (new names, renames, removals).
     fn sync_directory(&self, path: &Path) -> io::Result<()>;
+    /// Removes the file at `path`; durable once the directory is synced.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// The names of the entries of the directory `path`, in no particular order.
+    fn list_directory(&self, path: &Path) -> io::Result<Vec<OsString>>;
 }
 
 /// Creates `directory` and any missing ancestors, and makes each new one durable by
@@ -89,6 +96,23 @@ impl LogFile for RealFile {
         let mut contents = Vec::new();
         self.0.read_to_end(&mut contents)?;
         Ok(contents)
+    }
+
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match std::os::unix::fs::FileExt::read_at(
+                &self.0,
+                &mut buffer[filled..],
+                offset + filled as u64,
+            ) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(filled)
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
@@ -143,6 +167,16 @@ impl FileSystem for RealFileSystem {
     fn sync_directory(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list_directory(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        fs::read_dir(path)?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect()
+    }
 }
 
 /// A change to a file since its last sync.
@@ -185,6 +219,7 @@ enum Entry {
 enum EntryChange {
     Link(OsString, Entry),
     Rename { from: OsString, to: OsString },
+    Unlink(OsString),
 }
 
 impl EntryChange {
@@ -197,6 +232,9 @@ impl EntryChange {
                 if let Some(entry) = entries.remove(from) {
                     entries.insert(to.clone(), entry);
                 }
+            }
+            EntryChange::Unlink(name) => {
+                entries.remove(name);
             }
         }
     }
@@ -539,6 +577,15 @@ impl LogFile for SimulatedFile {
         Ok(self.lock().inodes[self.inode].current.clone())
     }
 
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        let state = self.lock();
+        let data = &state.inodes[self.inode].current;
+        let start = (offset as usize).min(data.len());
+        let end = (start + buffer.len()).min(data.len());
+        buffer[..end - start].copy_from_slice(&data[start..end]);
+        Ok(end - start)
+    }
+
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.change(FileChange::Write {
             offset,
@@ -654,6 +701,34 @@ impl FileSystem for SimulatedFileSystem {
         directory.durable = directory.current.clone();
         directory.unsynced.clear();
         Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.operation()?;
+        match state.lookup(path) {
+            Some(Entry::File(_)) => {}
+            Some(Entry::Directory) => return Err(io::Error::other("a directory")),
+            None => return Err(not_found(path)),
+        }
+        let (parent, name) = split(path)?;
+        let directory = state
+            .directories
+            .get_mut(&parent)
+            .ok_or_else(|| not_found(&parent))?;
+        let change = EntryChange::Unlink(name);
+        change.apply(&mut directory.current);
+        directory.unsynced.push(change);
+        Ok(())
+    }
+
+    fn list_directory(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        let state = self.lock();
+        let directory = state
+            .directories
+            .get(&normalize(path))
+            .ok_or_else(|| not_found(path))?;
+        Ok(directory.current.keys().cloned().collect())
     }
 }
 

@@ -44,6 +44,8 @@ const LEARNER_LOG_SYNC_INTERVAL_TICKS: u64 = 10;
 /// Slots of history a simulated learner keeps: short, so that snapshots travel between
 /// learners within a run (production keeps 100,000).
 const LEARNER_RETAIN_SLOTS: u64 = 24;
+/// About two or three keys per snapshot chunk (production: 1 MiB).
+const LEARNER_SNAPSHOT_CHUNK_BYTES: usize = 96;
 /// Of the learner crashes, those that lose the whole disk, in thousandths.
 const LEARNER_DISK_LOSS_PER_MILLE: u32 = 200;
 
@@ -350,6 +352,10 @@ impl<'a> World<'a> {
             // A short history, so that a learner that was away or lost its disk needs a
             // peer's snapshot once the acceptors trimmed what it missed.
             retain_slots: LEARNER_RETAIN_SLOTS,
+            // Small snapshot chunks, so that a snapshot (on disk and between learners)
+            // takes several, each of which the network may lose, repeat or reorder and a
+            // crash may cut.
+            snapshot_chunk_bytes: LEARNER_SNAPSHOT_CHUNK_BYTES,
             ..LearnerOptions::new(id, quorum_size)
         }
     }
@@ -1232,11 +1238,29 @@ impl<'a> World<'a> {
                 return Ok(());
             }
             if self.now - since > LIVENESS_BOUND_TICKS {
+                let snapshots: Vec<String> = self
+                    .learners
+                    .iter()
+                    .map(|(id, node)| {
+                        let core = node.server.driver.core();
+                        format!(
+                            "learner{id}: installing {}, sending {:?}, installed {:?}, \
+                             history from {}, known {}",
+                            core.is_installing_snapshot(),
+                            core.snapshots_sent(),
+                            core.snapshots_installed(),
+                            core.history_start_slot(),
+                            core.known_slot_max()
+                        )
+                    })
+                    .collect();
                 return Err(Violation::new(
                     Property::Convergence,
                     format!(
                         "learners (id, applied slot) {behind:?} did not reach slot {target} \
-                         within {LIVENESS_BOUND_TICKS} ticks of a healthy cluster"
+                         within {LIVENESS_BOUND_TICKS} ticks of a healthy cluster \
+                         (snapshots: {})",
+                        snapshots.join("; ")
                     ),
                 ));
             }

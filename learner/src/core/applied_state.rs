@@ -12,19 +12,21 @@
 //! in bounded memory").
 
 use common::ballot::Slot;
-use common::message::{DecidedEntry, StateSnapshot};
+use common::message::DecidedEntry;
 use common::value::{RequestId, Value};
+use imbl::Vector;
 use std::collections::btree_map::Entry;
-use std::collections::{hash_map, HashMap, VecDeque};
+use std::collections::{hash_map, HashMap};
 
-use super::{Effect, Learner};
+use super::{Effect, FrozenState, Learner};
 
 /// The exactly-once table: the request ids of the last `window` commands applied, with
 /// the slot that applied each, forgotten oldest first.
 pub(super) struct AppliedRequests {
     slots: HashMap<RequestId, Slot>,
-    /// The same ids in the order they were applied, oldest first: the next to forget.
-    order: VecDeque<RequestId>,
+    /// The same ids with their slots in the order they were applied, oldest first: the
+    /// next to forget. A persistent vector, so that a snapshot's frozen copy costs nothing.
+    order: Vector<(RequestId, Slot)>,
     window: usize,
 }
 
@@ -32,7 +34,7 @@ impl AppliedRequests {
     pub(super) fn new(window: usize) -> Self {
         AppliedRequests {
             slots: HashMap::new(),
-            order: VecDeque::new(),
+            order: Vector::new(),
             window,
         }
     }
@@ -45,9 +47,9 @@ impl AppliedRequests {
             return false;
         };
         vacant.insert(slot);
-        self.order.push_back(request_id);
+        self.order.push_back((request_id, slot));
         while self.order.len() > self.window {
-            let oldest = self.order.pop_front().expect("longer than the window");
+            let (oldest, _) = self.order.pop_front().expect("longer than the window");
             self.slots.remove(&oldest);
         }
         debug_assert_eq!(
@@ -64,11 +66,19 @@ impl AppliedRequests {
     }
 
     /// Every remembered id with its slot, oldest first (what a snapshot carries, so that
-    /// its receiver forgets them in the same order).
-    pub(super) fn in_applied_order(&self) -> impl Iterator<Item = (RequestId, Slot)> + '_ {
-        self.order
-            .iter()
-            .map(|request_id| (*request_id, self.slots[request_id]))
+    /// its receiver forgets them in the same order): a copy that costs nothing.
+    pub(super) fn in_applied_order(&self) -> Vector<(RequestId, Slot)> {
+        self.order.clone()
+    }
+
+    /// Takes `order` (oldest first) as the remembered ids, forgetting the oldest beyond
+    /// the window (a sender with a larger window) and any id repeated (a faulty snapshot).
+    pub(super) fn restore(&mut self, order: Vector<(RequestId, Slot)>) {
+        self.clear();
+        let skip = order.len().saturating_sub(self.window);
+        for (request_id, slot) in order.skip(skip) {
+            self.remember(request_id, slot);
+        }
     }
 
     pub(super) fn clear(&mut self) {
@@ -89,28 +99,12 @@ impl AppliedRequests {
 pub const EXACTLY_ONCE_WINDOW_COMMANDS: usize = 1_000_000;
 
 impl Learner {
-    /// The state as of `applied_slot()`: what a peer needs to continue from the next slot.
-    pub fn snapshot(&self) -> StateSnapshot {
-        StateSnapshot {
-            applied_slot: self.applied_slot,
-            key_values: self
-                .key_values
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-            applied_request_ids: self.applied_requests.in_applied_order().collect(),
-        }
-    }
-
-    /// Replaces the state by `snapshot`: everything at or below its slot is applied, and
+    /// Replaces the state by `state`: everything at or below its slot is applied, and
     /// only decided slots above it are kept.
-    pub(super) fn install_state(&mut self, snapshot: StateSnapshot) {
-        let slot = snapshot.applied_slot;
-        self.key_values = snapshot.key_values.into_iter().collect();
-        self.applied_requests.clear();
-        for (request_id, applied_slot) in snapshot.applied_request_ids {
-            self.applied_requests.remember(request_id, applied_slot);
-        }
+    pub(super) fn install_state(&mut self, state: FrozenState) {
+        let (slot, key_values, applied_request_ids) = state.into_parts();
+        self.key_values = key_values;
+        self.applied_requests.restore(applied_request_ids);
         self.applied_slot = slot;
         self.history_start = slot + 1;
         self.known_slot_max = self.known_slot_max.max(slot);
@@ -165,6 +159,9 @@ impl Learner {
     /// Applies every decided slot that follows `applied_slot` without a hole, then answers
     /// the reads that were waiting for them.
     pub(super) fn apply_contiguous(&mut self, effects: &mut Vec<Effect>) {
+        if self.installing {
+            return; // no state to apply to until the snapshot is installed
+        }
         let applied_before = self.applied_slot;
         while let Some(value) = self.decided.get(&(self.applied_slot + 1)) {
             let slot = self.applied_slot + 1;
@@ -297,7 +294,9 @@ mod tests {
         assert_eq!(learner.value_of("k5"), Some("v"));
         // A peer that installs the snapshot keeps the same window and order.
         let mut peer = Learner::new(options);
-        peer.handle(NodeId::learner(1), Message::Snapshot { snapshot });
+        for chunk in learner.freeze().chunks(8) {
+            peer.handle(NodeId::learner(1), Message::SnapshotChunk { chunk });
+        }
         assert_eq!(peer.remembered_request_count(), 3);
         vote(&mut peer, 1, 6, ballot, &retry_in_window);
         vote(&mut peer, 2, 6, ballot, &retry_in_window);

@@ -1,14 +1,15 @@
 //! Catch-up: a learner that missed slots (it was down, or a vote was lost) learns of higher
 //! slots from leaders' heartbeats, peers and reads, and fills the gap: first from peer
 //! learners (`SyncDecided` / `Decided`), then from the acceptors' votes (`SyncAccepted`).
-//! A peer that needs slots older than the history gets the whole state (`Snapshot`).
+//! A peer that needs slots older than the history gets the whole state, in chunks (see
+//! `snapshots`).
 //! Acceptors forget slots the learners hold durably (trimming): asked for one, an acceptor
 //! answers `Trimmed`, and such slots come from a peer learner only, as its snapshot if
 //! need be. Answers are paged ([`common::value::PAGE_BYTES_MAX`]), never one frame that
 //! grows with the log.
 
 use common::ballot::Slot;
-use common::message::{DecidedEntry, Message, StateSnapshot};
+use common::message::{DecidedEntry, Message};
 use common::node::{NodeId, Role};
 use common::value::fits_in_page;
 
@@ -18,10 +19,6 @@ use super::{Effect, Learner};
 /// many entries and a `SyncAccepted` asks for at most this many slots, so one answer stays
 /// a reasonable frame however far behind a learner is.
 pub const SYNC_BATCH_SLOTS: u64 = 4096;
-
-/// The fewest ticks between two snapshots sent to one peer: a peer asks again every sync
-/// interval while it waits, and a large state should not be sent over and over meanwhile.
-pub const SNAPSHOT_RESEND_TICKS: u64 = 200;
 
 impl Learner {
     pub(super) fn on_heartbeat(&mut self, from: NodeId, decided_slot_max: Slot) -> Vec<Effect> {
@@ -82,23 +79,12 @@ impl Learner {
         limit: u32,
     ) -> Vec<Effect> {
         let limit = u64::from(limit).min(SYNC_BATCH_SLOTS) as usize;
-        let mut from_slot = from_slot.max(1);
+        let from_slot = from_slot.max(1);
         let mut effects = Vec::new();
-        if from_slot < self.history_start && from_slot <= self.applied_slot {
-            // The peer needs slots this learner no longer holds: send the whole state, then
-            // the decided slots above it.
-            let last_sent = self.snapshot_sent_at_tick.get(&from).copied();
-            if matches!(last_sent, Some(tick) if self.now_tick < tick + SNAPSHOT_RESEND_TICKS) {
-                return effects;
-            }
-            self.snapshot_sent_at_tick.insert(from, self.now_tick);
-            effects.push(Effect::Send {
-                to: from,
-                message: Message::Snapshot {
-                    snapshot: self.snapshot(),
-                },
-            });
-            from_slot = self.applied_slot + 1;
+        if from_slot < self.history_start && from_slot <= self.applied_slot && !self.installing {
+            // The peer needs slots this learner no longer holds: it gets the whole state, in
+            // chunks, then asks for the slots above it.
+            return self.start_sending_snapshot(from);
         }
         let mut used_bytes = 0;
         let entries = self
@@ -126,45 +112,6 @@ impl Learner {
         effects
     }
 
-    /// A peer's whole state at a slot beyond this learner's: taken as this learner's own.
-    /// Its history then starts after the snapshot, so subscribers still waiting for slots
-    /// in between are told their position is too old rather than skipped past it.
-    pub(super) fn on_snapshot(&mut self, from: NodeId, snapshot: StateSnapshot) -> Vec<Effect> {
-        if from.role != Role::Learner {
-            self.raise_alarm(format!("{from} sent a Snapshot: ignored"));
-            return Vec::new(); // only peers send state
-        }
-        if snapshot.applied_slot <= self.applied_slot {
-            return Vec::new(); // an older state is of no use
-        }
-        if !self.plausible_slot_from(from, "Snapshot", snapshot.applied_slot) {
-            return Vec::new();
-        }
-        let mut effects = Vec::new();
-        let snapshot_slot = snapshot.applied_slot;
-        let stranded: Vec<(NodeId, u64)> = self
-            .subscribers
-            .iter()
-            .filter(|(_, next_slot)| **next_slot <= snapshot_slot)
-            .map(|(subscription, _)| *subscription)
-            .collect();
-        self.install_state(snapshot.clone());
-        self.snapshots_installed += 1;
-        self.last_snapshot_installed = Some((from, snapshot_slot));
-        for (subscriber, stream_id) in stranded {
-            self.subscribers.remove(&(subscriber, stream_id));
-            effects.push(self.too_old(subscriber, stream_id));
-        }
-        self.answer_parked_reads(&mut effects);
-        effects.push(Effect::PersistSnapshot {
-            snapshot,
-            retained: self.retained_entries(),
-        });
-        self.persisted_since_compaction = 0;
-        self.apply_contiguous(&mut effects);
-        effects
-    }
-
     /// An acceptor forgot every slot `<= trimmed_slot`: this learner asks its peers at once
     /// if it needs one of them, and asks acceptors only for later slots from now on.
     pub(super) fn on_trimmed(&mut self, from: NodeId, trimmed_slot: Slot) -> Vec<Effect> {
@@ -179,7 +126,7 @@ impl Learner {
         }
         self.acceptors_trimmed_slot = trimmed_slot;
         self.known_slot_max = self.known_slot_max.max(trimmed_slot);
-        if trimmed_slot <= self.applied_slot {
+        if trimmed_slot <= self.applied_slot || self.is_receiving_snapshot() {
             return Vec::new();
         }
         vec![Effect::Broadcast {
@@ -204,13 +151,15 @@ impl Learner {
             return;
         }
         let from_slot = self.applied_slot + 1;
-        effects.push(Effect::Broadcast {
-            role: Role::Learner,
-            message: Message::SyncDecided {
-                from_slot,
-                limit: SYNC_BATCH_SLOTS as u32,
-            },
-        });
+        if !self.is_receiving_snapshot() {
+            effects.push(Effect::Broadcast {
+                role: Role::Learner,
+                message: Message::SyncDecided {
+                    from_slot,
+                    limit: SYNC_BATCH_SLOTS as u32,
+                },
+            });
+        }
         // Acceptors forgot the slots up to their trim point: asked only for later ones.
         let acceptor_from_slot = from_slot.max(self.acceptors_trimmed_slot.saturating_add(1));
         if self.stalled_ticks >= 2 * interval && acceptor_from_slot <= self.known_slot_max {
@@ -268,12 +217,12 @@ mod tests {
             applied_slot: 1,
         };
         assert!(learner.handle(NodeId::client(1), decided).is_empty());
-        let snapshot = Message::Snapshot {
-            snapshot: StateSnapshot {
-                applied_slot: 5,
-                key_values: vec![],
-                applied_request_ids: vec![],
-            },
+        let snapshot = Message::SnapshotChunk {
+            chunk: Learner::new(LearnerOptions::new(2, 2))
+                .freeze()
+                .chunks(100)
+                .next()
+                .unwrap(),
         };
         assert!(learner.handle(NodeId::acceptor(1), snapshot).is_empty());
         assert_eq!(learner.applied_slot(), 0);
@@ -464,12 +413,18 @@ mod tests {
         assert!(learner.on_connected(NodeId::client(1)).is_empty());
     }
 
+    const SYNC_FROM_ONE: Message = Message::SyncDecided {
+        from_slot: 1,
+        limit: 100,
+    };
+
     #[test]
-    fn a_peer_behind_the_history_gets_a_snapshot_and_continues_after_it() {
+    fn a_peer_behind_the_history_gets_a_snapshot_in_acknowledged_chunks_and_continues_after_it() {
         let mut options = LearnerOptions::new(1, 2);
         options.retain_slots = 2;
+        options.snapshot_chunk_bytes = 20; // about one key per chunk
         let mut ahead = applied_learner(options, 6);
-        // A seventh slot is decided at the peer but not applied: slot 8 is missing.
+        // Slot 9 is decided at the peer but not applied: slots 7 and 8 are missing.
         let nine = write(9, "k9", "v9");
         vote(&mut ahead, 1, 9, Ballot::new(1, 1), &nine);
         vote(&mut ahead, 2, 9, Ballot::new(1, 1), &nine);
@@ -483,30 +438,72 @@ mod tests {
                 from_slot: 1,
             },
         );
-        let answer = ahead.handle(
-            NodeId::learner(2),
-            Message::SyncDecided {
-                from_slot: 1,
-                limit: 100,
-            },
+        let (me, peer) = (NodeId::learner(2), NodeId::learner(1));
+        let mut to_behind = applied_messages(
+            &ahead.handle(
+                me,
+                Message::SyncDecided {
+                    from_slot: 1,
+                    limit: 100,
+                },
+            ),
+            me,
         );
-        let messages = applied_messages(&answer, NodeId::learner(2));
-        assert!(
-            matches!(&messages[..], [Message::Snapshot { snapshot }, Message::Decided { entries, .. }]
-                if snapshot.applied_slot == 6 && entries.len() == 1 && entries[0].slot == 9),
-            "the state, then the decided slots above it: {messages:?}"
+        assert_eq!(
+            to_behind.len(),
+            SNAPSHOT_WINDOW_CHUNKS as usize,
+            "a window of chunks, nothing else: {to_behind:?}"
+        );
+        // Asked again at once (a request that arrived late), the peer goes on; asked once
+        // the transfer went silent, it starts over: the asker lost it (a learner receiving
+        // a snapshot asks nobody).
+        let again = SYNC_FROM_ONE;
+        assert!(applied_messages(&ahead.handle(me, again.clone()), me).is_empty());
+        ticks(&mut ahead, SNAPSHOT_RESEND_TICKS);
+        to_behind = applied_messages(&ahead.handle(me, again), me);
+        assert!(matches!(&to_behind[0], Message::SnapshotChunk { chunk } if chunk.index == 0));
+        assert_eq!(
+            ahead.snapshots_sent(),
+            (2, 1),
+            "one transfer at a time per peer"
         );
         let mut effects = Vec::new();
-        for message in messages {
-            effects.extend(behind.handle(NodeId::learner(1), message));
+        let mut chunks = 0;
+        while !to_behind.is_empty() {
+            let mut to_ahead = Vec::new();
+            for message in std::mem::take(&mut to_behind) {
+                if matches!(message, Message::SnapshotChunk { .. }) {
+                    chunks += 1;
+                }
+                let answer = behind.handle(peer, message);
+                to_ahead.extend(applied_messages(&answer, peer));
+                effects.extend(answer);
+            }
+            for message in to_ahead {
+                to_behind.extend(applied_messages(&ahead.handle(me, message), me));
+            }
         }
-        assert_eq!(behind.applied_slot(), 6);
+        assert!(chunks > 6, "{chunks} chunks");
+        assert_eq!(
+            effects
+                .iter()
+                .filter(|effect| matches!(effect, Effect::PersistSnapshotChunk(_)))
+                .count(),
+            chunks,
+            "every chunk written"
+        );
+        assert!(effects.iter().any(|effect| matches!(effect,
+            Effect::InstallSnapshot { applied_slot: 6, retained } if retained.is_empty())));
+        assert_eq!(ahead.snapshots_sent(), (2, 0), "the transfer ended");
         assert_eq!(behind.history_start_slot(), 7);
         assert_eq!(behind.value_of("k3"), Some("v3"));
-        assert_eq!(behind.snapshot(), ahead.snapshot());
-        assert!(effects.iter().any(|effect| matches!(effect,
-            Effect::PersistSnapshot { snapshot, retained }
-                if snapshot.applied_slot == 6 && retained.is_empty())));
+        assert_eq!(
+            behind.decided_value(9),
+            Some(&nine),
+            "what follows came after"
+        );
+        assert_eq!(behind.freeze().to_snapshot().key_values.len(), 6);
+        assert!(!behind.is_installing_snapshot());
         assert_eq!(
             applied_messages(&effects, client),
             vec![Message::SubscriptionTooOld {
@@ -516,31 +513,68 @@ mod tests {
             }],
             "the subscriber is told, not skipped past slots 1 to 6"
         );
-        // Asked again at once, the peer does not resend the whole state.
-        let again = ahead.handle(
-            NodeId::learner(2),
-            Message::SyncDecided {
-                from_slot: 1,
-                limit: 100,
+        // A snapshot no newer than the learner's state is ignored.
+        let old = ahead.freeze().chunks(1 << 20).next().unwrap();
+        assert!(behind
+            .handle(peer, Message::SnapshotChunk { chunk: old })
+            .is_empty());
+        assert_eq!(behind.value_of("k3"), Some("v3"));
+    }
+
+    #[test]
+    fn a_learner_receiving_a_snapshot_serves_no_reads_and_a_stalled_transfer_gives_way() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.snapshot_chunk_bytes = 20;
+        let ahead = applied_learner(options.clone(), 6);
+        let mut behind = applied_learner(options, 2);
+        let chunks: Vec<SnapshotChunk> = ahead.freeze().chunks(20).collect();
+        let (first, second) = (NodeId::learner(2), NodeId::learner(3));
+        behind.handle(
+            first,
+            Message::SnapshotChunk {
+                chunk: chunks[0].clone(),
             },
         );
-        assert!(!applied_messages(&again, NodeId::learner(2))
-            .iter()
-            .any(|message| matches!(message, Message::Snapshot { .. })));
-        // A snapshot no newer than the learner's state is ignored.
+        assert!(behind.is_installing_snapshot(), "the old state went");
+        assert_eq!(behind.value_of("k1"), None);
+        let read = behind.handle(
+            NodeId::client(1),
+            Message::Read {
+                read_id: 1,
+                key: "k1".into(),
+                min_slot: 0,
+            },
+        );
+        assert!(matches!(
+            &read[..],
+            [Effect::Send {
+                message: Message::ReadTimedOut { .. },
+                ..
+            }]
+        ));
+        // Another peer's transfer waits while the first one lives...
         assert!(behind
             .handle(
-                NodeId::learner(1),
-                Message::Snapshot {
-                    snapshot: StateSnapshot {
-                        applied_slot: 6,
-                        key_values: vec![],
-                        applied_request_ids: vec![],
-                    }
+                second,
+                Message::SnapshotChunk {
+                    chunk: chunks[0].clone()
                 }
             )
             .is_empty());
-        assert_eq!(behind.value_of("k3"), Some("v3"));
+        // ...and takes over once it stalled.
+        ticks(&mut behind, SNAPSHOT_TRANSFER_TIMEOUT_TICKS);
+        for chunk in &chunks {
+            behind.handle(
+                second,
+                Message::SnapshotChunk {
+                    chunk: chunk.clone(),
+                },
+            );
+        }
+        assert!(!behind.is_installing_snapshot());
+        assert_eq!(behind.applied_slot(), 6);
+        assert_eq!(behind.freeze(), ahead.freeze());
+        assert_eq!(behind.snapshots_installed(), (1, Some((second, 6))));
     }
 
     #[test]

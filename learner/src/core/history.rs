@@ -1,12 +1,12 @@
 //! History: the decided values of the last `retain_slots` applied slots, kept for peers
 //! that missed them and for subscribers. Older slots survive only folded into the state; the
-//! log on disk is compacted the same way (a snapshot then the history), and a learner is
-//! recovered from that log at start.
+//! log on disk is compacted the same way (a snapshot file then the history), and a learner
+//! is recovered from that log at start.
 
-use common::message::{DecidedEntry, StateSnapshot};
+use common::message::DecidedEntry;
 use std::collections::btree_map::Entry;
 
-use super::{Effect, Learner, LearnerOptions};
+use super::{Effect, FrozenState, Learner, LearnerOptions};
 
 /// The default of [`LearnerOptions::retain_slots`] (`LEARNER_RETAIN_SLOTS`): generous, so
 /// that a subscriber or a peer that was away for a while still resumes slot by slot.
@@ -20,21 +20,21 @@ impl Learner {
         options: LearnerOptions,
         entries: impl IntoIterator<Item = DecidedEntry>,
     ) -> Self {
-        Learner::recover_from_snapshot(options, None, entries)
+        Learner::recover_from_state(options, None, entries)
     }
 
-    /// A learner restored from a log that starts with a snapshot (see
-    /// [`Effect::PersistSnapshot`]): the state at the snapshot's slot, then the decided
-    /// entries. Entries at or below the snapshot are history, kept as far as they reach
-    /// down from it without a hole; entries above it are applied as far as contiguous.
-    pub fn recover_from_snapshot(
+    /// A learner restored from a log that starts with a snapshot (see [`Effect::Compact`]):
+    /// the state at the snapshot's slot, then the decided entries. Entries at or below the
+    /// snapshot are history, kept as far as they reach down from it without a hole;
+    /// entries above it are applied as far as contiguous.
+    pub fn recover_from_state(
         options: LearnerOptions,
-        snapshot: Option<StateSnapshot>,
+        state: Option<FrozenState>,
         entries: impl IntoIterator<Item = DecidedEntry>,
     ) -> Self {
         let mut learner = Learner::new(options);
-        if let Some(snapshot) = snapshot {
-            learner.install_state(snapshot);
+        if let Some(state) = state {
+            learner.install_state(state);
         }
         for DecidedEntry { slot, value } in entries {
             if slot == 0 {
@@ -77,17 +77,6 @@ impl Learner {
         learner
     }
 
-    /// Every decided value held, in slot order (what a compacted log keeps).
-    pub(super) fn retained_entries(&self) -> Vec<DecidedEntry> {
-        self.decided
-            .iter()
-            .map(|(slot, value)| DecidedEntry {
-                slot: *slot,
-                value: value.clone(),
-            })
-            .collect()
-    }
-
     /// Forgets the decided values of applied slots older than the last `retain_slots`.
     pub(super) fn trim_history(&mut self) {
         let keep_from = (self.applied_slot + 1)
@@ -103,14 +92,17 @@ impl Learner {
     }
 
     /// Once the log has grown by `retain_slots` records and holds slots the history no
-    /// longer needs, it is replaced by a snapshot and the history.
+    /// longer needs, it is replaced by a snapshot file and the history.
     pub(super) fn compact_log(&mut self, effects: &mut Vec<Effect>) {
-        if self.persisted_since_compaction < self.options.retain_slots || self.history_start <= 1 {
+        if self.persisted_since_compaction < self.options.retain_slots
+            || self.history_start <= 1
+            || self.installing
+        {
             return;
         }
         self.persisted_since_compaction = 0;
-        effects.push(Effect::PersistSnapshot {
-            snapshot: self.snapshot(),
+        effects.push(Effect::Compact {
+            state: self.freeze(),
             retained: self.retained_entries(),
         });
     }
@@ -128,13 +120,13 @@ mod tests {
         let compactions: Vec<Effect> = learner
             .tick()
             .into_iter()
-            .filter(|effect| matches!(effect, Effect::PersistSnapshot { .. }))
+            .filter(|effect| matches!(effect, Effect::Compact { .. }))
             .collect();
-        let [Effect::PersistSnapshot { snapshot, retained }] = &compactions[..] else {
+        let [Effect::Compact { state, retained }] = &compactions[..] else {
             panic!("expected one compaction, got {compactions:?}")
         };
-        assert_eq!(snapshot.applied_slot, 5);
-        assert_eq!(snapshot.key_values.len(), 5);
+        assert_eq!(state.applied_slot, 5);
+        assert_eq!(state.key_count(), 5);
         assert_eq!(
             retained.iter().map(|entry| entry.slot).collect::<Vec<_>>(),
             vec![2, 3, 4, 5],
@@ -144,13 +136,13 @@ mod tests {
             !learner
                 .tick()
                 .iter()
-                .any(|effect| matches!(effect, Effect::PersistSnapshot { .. })),
+                .any(|effect| matches!(effect, Effect::Compact { .. })),
             "not again until the log has grown again"
         );
         // The compacted log restores the same learner.
-        let restored = Learner::recover_from_snapshot(
+        let restored = Learner::recover_from_state(
             learner.options.clone(),
-            Some(snapshot.clone()),
+            Some(state.clone()),
             retained.clone(),
         );
         assert_eq!(restored.applied_slot(), 5);

@@ -14,9 +14,9 @@
 //!
 //! The learner keeps the decided values of the last `retain_slots` applied slots (its
 //! *history*), not all of them: older slots survive only folded into the key-value state.
-//! A peer that needs slots below the history gets the whole state instead
-//! ([`Message::Snapshot`]), and the log on disk is compacted the same way
-//! ([`Effect::PersistSnapshot`]). The history also serves subscribers: a client API
+//! A peer that needs slots below the history gets the whole state instead, in chunks
+//! ([`Message::SnapshotChunk`], see `snapshots`), and the log on disk is compacted the same
+//! way: a snapshot file, then the history ([`Effect::Compact`]). The history also serves subscribers: a client API
 //! subscribes (`Subscribe`) and is pushed the writes of every slot as it is applied
 //! (`Applied`), after those of the retained slots it asked for; a position older than the
 //! history is refused explicitly (`SubscriptionTooOld`), never skipped.
@@ -32,16 +32,19 @@
 //! - `votes`: counting the acceptors' reports until a quorum decides a slot;
 //! - `applied_state`: the key-value map, and applying decided values in slot order;
 //! - `reads`: reads at a slot, waiting for it or timing out (`ReadTimedOut`);
-//! - `catch_up`: filling gaps from peer learners and acceptors, snapshots between peers;
+//! - `catch_up`: filling gaps from peer learners and acceptors;
+//! - `snapshots`: the state frozen at a slot, cut into chunks, sent to and received from
+//!   peers;
 //! - `subscriptions`: the change feed pushed to client APIs;
 //! - `history`: the decided values kept after applying, compaction and recovery of the log.
 
 use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Slot, MAX_PLAUSIBLE_SLOT};
-use common::message::{DecidedEntry, Message, RoleStatus, StateSnapshot};
+use common::message::{DecidedEntry, Message, RoleStatus, SnapshotChunk, StateSnapshot};
 use common::node::{NodeId, Role};
 use common::ready::{Core, Destination, Event, Outgoing, Ready};
 use common::value::Value;
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -49,18 +52,24 @@ mod applied_state;
 mod catch_up;
 mod history;
 mod reads;
+mod snapshots;
 mod subscriptions;
 #[cfg(test)]
 mod test_support;
 mod votes;
 
 pub use applied_state::EXACTLY_ONCE_WINDOW_COMMANDS;
-pub use catch_up::{SNAPSHOT_RESEND_TICKS, SYNC_BATCH_SLOTS};
+pub use catch_up::SYNC_BATCH_SLOTS;
 pub use history::DEFAULT_RETAIN_SLOTS;
+pub use snapshots::{
+    FrozenState, SnapshotAssembly, SnapshotChunks, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_RESEND_TICKS,
+    SNAPSHOT_TRANSFERS_MAX, SNAPSHOT_TRANSFER_TIMEOUT_TICKS, SNAPSHOT_WINDOW_CHUNKS,
+};
 pub use subscriptions::APPLIED_CHUNK_BYTES;
 
 use applied_state::AppliedRequests;
 use reads::ParkedRead;
+use snapshots::{IncomingSnapshot, OutgoingSnapshot};
 use votes::SlotVotes;
 
 /// How a learner behaves; the counts are in ticks (`common::TICK_MILLISECONDS` each).
@@ -94,6 +103,9 @@ pub struct LearnerOptions {
     /// cluster must use the same window, or their states could differ: it is not
     /// configurable outside tests.
     pub exactly_once_window_commands: usize,
+    /// About how many bytes of keys and values one snapshot chunk holds (on disk and on
+    /// the wire); small in tests and the simulation, so that transfers take many chunks.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl LearnerOptions {
@@ -112,6 +124,7 @@ impl LearnerOptions {
             subscriber_heartbeat_ticks: 50,
             log_sync_interval_ticks: 10,
             exactly_once_window_commands: EXACTLY_ONCE_WINDOW_COMMANDS,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
         }
     }
 }
@@ -135,14 +148,27 @@ pub enum Effect {
         /// The message.
         message: Message,
     },
-    /// Replace the whole log by `snapshot` followed by `retained` (before any later effect):
-    /// the log then restores exactly the learner's present state and history. Emitted when
-    /// a peer's snapshot was installed, and to compact a log that outgrew the history.
-    PersistSnapshot {
-        /// The state at `snapshot.applied_slot`.
-        snapshot: StateSnapshot,
+    /// Compact the log that outgrew the history: write `state` as a snapshot file, then
+    /// replace the log by a reference to it followed by `retained` and every slot
+    /// persisted since. The log may do it in the background: until it is done it keeps
+    /// the old log, which restores the same state, so nothing waits for it.
+    Compact {
+        /// The state to write, frozen.
+        state: FrozenState,
         /// Every decided value the learner holds: its history (slots at or below the
         /// snapshot, kept for peers and subscribers) and decided slots not applied yet.
+        retained: Vec<DecidedEntry>,
+    },
+    /// Write this chunk of a snapshot being received to its file (the first chunk starts
+    /// the file), before any later effect.
+    PersistSnapshotChunk(SnapshotChunk),
+    /// Every chunk of the snapshot at `applied_slot` was written: make its file durable and
+    /// replace the log by a reference to it followed by `retained` (before any later
+    /// effect), so that the log restores exactly the learner's present state.
+    InstallSnapshot {
+        /// The snapshot's slot.
+        applied_slot: Slot,
+        /// Every decided value the learner holds (slots above the snapshot).
         retained: Vec<DecidedEntry>,
     },
 }
@@ -164,8 +190,12 @@ pub struct Learner {
     history_start: Slot,
     /// Votes for slots above `applied_slot` that are not decided yet.
     votes: BTreeMap<Slot, SlotVotes>,
-    /// The replicated state: the result of applying slots `[1, applied_slot]`.
-    key_values: BTreeMap<String, String>,
+    /// The replicated state: the result of applying slots `[1, applied_slot]` (a
+    /// persistent map, so that a frozen copy for a snapshot costs nothing).
+    key_values: OrdMap<String, String>,
+    /// The state was dropped for a snapshot being received: no reads, no applying, no
+    /// state sent, until it is installed.
+    installing: bool,
     /// Request ids of the last `exactly_once_window_commands` commands applied, with the
     /// slot that applied each, so a retried write applies once and a subscriber is told
     /// which command of a slot took effect.
@@ -189,8 +219,12 @@ pub struct Learner {
     /// How many peers' states this learner installed, and the last one's sender and slot.
     snapshots_installed: u64,
     last_snapshot_installed: Option<(NodeId, Slot)>,
-    /// When a snapshot was last sent to each peer.
-    snapshot_sent_at_tick: BTreeMap<NodeId, u64>,
+    /// The snapshots being sent, by peer.
+    outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
+    /// The snapshot being received, if any.
+    incoming_snapshot: Option<IncomingSnapshot>,
+    /// How many snapshots this learner started sending.
+    snapshots_started: u64,
     /// What this learner refused from the network, and why.
     alarms: Alarms,
 }
@@ -205,8 +239,10 @@ impl Learner {
                 && options.sync_interval_ticks >= 1
                 && options.retain_slots >= 1
                 && options.subscriber_heartbeat_ticks >= 1
-                && options.exactly_once_window_commands >= 1,
-            "tick intervals are at least one tick, the exactly-once window one command: {options:?}"
+                && options.exactly_once_window_commands >= 1
+                && options.snapshot_chunk_bytes >= 1,
+            "tick intervals are at least one tick, the exactly-once window one command, a \
+             snapshot chunk one byte: {options:?}"
         );
         let window = options.exactly_once_window_commands;
         Learner {
@@ -217,7 +253,8 @@ impl Learner {
             decided: BTreeMap::new(),
             history_start: 1,
             votes: BTreeMap::new(),
-            key_values: BTreeMap::new(),
+            key_values: OrdMap::new(),
+            installing: false,
             applied_requests: AppliedRequests::new(window),
             parked_reads: BTreeMap::new(),
             stalled_ticks: 0,
@@ -228,7 +265,9 @@ impl Learner {
             acceptors_trimmed_slot: 0,
             snapshots_installed: 0,
             last_snapshot_installed: None,
-            snapshot_sent_at_tick: BTreeMap::new(),
+            outgoing_snapshots: BTreeMap::new(),
+            incoming_snapshot: None,
+            snapshots_started: 0,
             alarms: Alarms::new(),
         }
     }
@@ -293,7 +332,11 @@ impl Learner {
                 from_slot,
                 limit,
             } => self.on_read_applied(from, stream_id, from_slot, limit),
-            Message::Snapshot { snapshot } => self.on_snapshot(from, snapshot),
+            Message::SnapshotChunk { chunk } => self.on_snapshot_chunk(from, chunk),
+            Message::SnapshotAck {
+                applied_slot,
+                index,
+            } => self.on_snapshot_ack(from, applied_slot, index),
             Message::Trimmed { trimmed_slot } => self.on_trimmed(from, trimmed_slot),
             _ => Vec::new(),
         }
@@ -304,7 +347,7 @@ impl Learner {
     pub fn on_disconnected(&mut self, node: NodeId) -> Vec<Effect> {
         self.subscribers
             .retain(|(subscriber, _), _| *subscriber != node);
-        self.snapshot_sent_at_tick.remove(&node);
+        self.end_snapshot_transfers_with(node);
         Vec::new()
     }
 
@@ -330,6 +373,7 @@ impl Learner {
         {
             self.heartbeat_subscribers(&mut effects);
         }
+        self.expire_snapshot_transfers(&mut effects);
         self.compact_log(&mut effects);
         effects
     }
@@ -432,9 +476,40 @@ impl Learner {
 pub enum LearnerRecord {
     /// A slot this learner found decided.
     Decided(DecidedEntry),
-    /// The state at a slot; the first record of a compacted log (or of a log replaced by a
-    /// peer's snapshot). Records after it add history and later slots.
+    /// The state at a slot, whole: the first record of a log compacted before snapshots
+    /// had files of their own. Still read; no longer written.
     Snapshot(StateSnapshot),
+    /// The state at `applied_slot` is in the snapshot file of that slot beside the log: the
+    /// first record of a compacted log (or of a log replaced by a peer's snapshot).
+    /// Records after it add history and later slots.
+    SnapshotFile {
+        /// The snapshot's slot.
+        applied_slot: Slot,
+    },
+}
+
+/// What the learner asks its log to do (`Core::Record`): append a record, or handle a
+/// snapshot file (see [`Effect`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LearnerWrite {
+    /// Append `LearnerRecord::Decided`.
+    Decided(DecidedEntry),
+    /// See [`Effect::Compact`].
+    Compact {
+        /// The state to write.
+        state: FrozenState,
+        /// The decided values the compacted log keeps.
+        retained: Vec<DecidedEntry>,
+    },
+    /// See [`Effect::PersistSnapshotChunk`].
+    SnapshotChunk(SnapshotChunk),
+    /// See [`Effect::InstallSnapshot`].
+    InstallSnapshot {
+        /// The snapshot's slot.
+        applied_slot: Slot,
+        /// The decided values the replaced log keeps.
+        retained: Vec<DecidedEntry>,
+    },
 }
 
 /// The learner under the one contract of every role (see [`common::ready`]): decided slots
@@ -442,9 +517,9 @@ pub enum LearnerRecord {
 /// leaves, but are synced only [`LearnerOptions::log_sync_interval_ticks`] after the first
 /// of them (a replacement of the log by a snapshot is atomic and durable at once).
 impl Core for Learner {
-    type Record = LearnerRecord;
+    type Record = LearnerWrite;
 
-    fn on_event(&mut self, event: Event, ready: &mut Ready<LearnerRecord>) {
+    fn on_event(&mut self, event: Event, ready: &mut Ready<LearnerWrite>) {
         let effects = match event {
             Event::Message(from, message) => self.handle(from, message),
             Event::Connected(node) => self.on_connected(node),
@@ -453,7 +528,7 @@ impl Core for Learner {
         self.carry_into(effects, ready);
     }
 
-    fn on_tick(&mut self, ready: &mut Ready<LearnerRecord>) {
+    fn on_tick(&mut self, ready: &mut Ready<LearnerWrite>) {
         let effects = self.tick();
         self.carry_into(effects, ready);
         if self.unsynced_since_tick.is_some_and(|since| {
@@ -478,21 +553,32 @@ impl Core for Learner {
 
 impl Learner {
     /// Adds `effects` to `ready` in their order: a message leaves after the writes before it.
-    fn carry_into(&mut self, effects: Vec<Effect>, ready: &mut Ready<LearnerRecord>) {
+    fn carry_into(&mut self, effects: Vec<Effect>, ready: &mut Ready<LearnerWrite>) {
         for effect in effects {
             match effect {
                 Effect::Persist(entry) => {
-                    ready.append(LearnerRecord::Decided(entry));
+                    ready.append(LearnerWrite::Decided(entry));
                     self.unsynced_since_tick.get_or_insert(self.now_tick);
                 }
-                Effect::PersistSnapshot { snapshot, retained } => {
-                    // The replacement is durable once written, before any message leaves.
-                    self.durable_slot = self.durable_slot.max(snapshot.applied_slot);
-                    let mut records = Vec::with_capacity(retained.len() + 1);
-                    records.push(LearnerRecord::Snapshot(snapshot));
-                    records.extend(retained.into_iter().map(LearnerRecord::Decided));
-                    ready.replace(records);
-                    // The replacement is durable once written, with everything before it.
+                // The old log restores the same state until the compaction is done: nothing
+                // durable changes, and nothing waits for it.
+                Effect::Compact { state, retained } => {
+                    ready.append(LearnerWrite::Compact { state, retained })
+                }
+                Effect::PersistSnapshotChunk(chunk) => {
+                    ready.append(LearnerWrite::SnapshotChunk(chunk))
+                }
+                Effect::InstallSnapshot {
+                    applied_slot,
+                    retained,
+                } => {
+                    // The replacement is durable once written, with everything before it,
+                    // before any message leaves.
+                    self.durable_slot = self.durable_slot.max(applied_slot);
+                    ready.replace(vec![LearnerWrite::InstallSnapshot {
+                        applied_slot,
+                        retained,
+                    }]);
                     self.unsynced_since_tick = None;
                 }
                 // A durable slot is promised only once the sync that made it so is done:
@@ -568,11 +654,15 @@ mod tests {
             ),
             (
                 NodeId::learner(2),
-                Message::Snapshot {
-                    snapshot: StateSnapshot {
+                Message::SnapshotChunk {
+                    chunk: SnapshotChunk {
                         applied_slot: Slot::MAX,
+                        index: 0,
+                        key_count: 0,
+                        request_id_count: 0,
                         key_values: vec![],
                         applied_request_ids: vec![],
+                        last: true,
                     },
                 },
             ),

@@ -18,6 +18,19 @@ pub(super) struct ParkedRead {
     expires_at_tick: u64,
 }
 
+impl ParkedRead {
+    /// The answer that sends the reader elsewhere.
+    pub(super) fn timed_out(&self, applied_slot: Slot) -> Effect {
+        Effect::Send {
+            to: self.client,
+            message: Message::ReadTimedOut {
+                read_id: self.read_id,
+                applied_slot,
+            },
+        }
+    }
+}
+
 impl Learner {
     pub(super) fn on_read(
         &mut self,
@@ -26,6 +39,16 @@ impl Learner {
         key: String,
         min_slot: Slot,
     ) -> Vec<Effect> {
+        if self.installing {
+            // No state to read until a snapshot is installed: the client tries elsewhere.
+            return vec![Effect::Send {
+                to: client,
+                message: Message::ReadTimedOut {
+                    read_id,
+                    applied_slot: self.applied_slot,
+                },
+            }];
+        }
         if self.applied_slot >= min_slot {
             return vec![self.read_reply(client, read_id, &key)];
         }
@@ -85,13 +108,7 @@ impl Learner {
                 if read.expires_at_tick > now_tick {
                     return true;
                 }
-                effects.push(Effect::Send {
-                    to: read.client,
-                    message: Message::ReadTimedOut {
-                        read_id: read.read_id,
-                        applied_slot,
-                    },
-                });
+                effects.push(read.timed_out(applied_slot));
                 false
             });
             !reads.is_empty()

@@ -1,9 +1,12 @@
 //! Builders and filters the learner core's unit tests share.
 
-pub(super) use super::{Effect, Learner, LearnerOptions, SYNC_BATCH_SLOTS};
+pub(super) use super::{
+    Effect, Learner, LearnerOptions, SNAPSHOT_RESEND_TICKS, SNAPSHOT_TRANSFER_TIMEOUT_TICKS,
+    SNAPSHOT_WINDOW_CHUNKS, SYNC_BATCH_SLOTS,
+};
 pub(super) use common::ballot::{Ballot, Slot};
 pub(super) use common::message::{
-    AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus, StateSnapshot,
+    AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus, SnapshotChunk,
 };
 pub(super) use common::node::{NodeId, Role};
 pub(super) use common::value::{Command, RequestId, Value};
