@@ -17,6 +17,7 @@ use common::value::{RequestId, Value};
 use imbl::Vector;
 use std::collections::btree_map::Entry;
 use std::collections::{hash_map, HashMap};
+use std::sync::Arc;
 
 use super::{Effect, FrozenState, Learner};
 
@@ -168,8 +169,10 @@ impl Learner {
             for command in value.commands() {
                 // Exactly-once: a retried write may be decided again in a later slot.
                 if self.applied_requests.remember(command.request_id, slot) {
-                    self.key_values
-                        .insert(command.key.clone(), command.value.clone());
+                    self.key_values.insert(
+                        Arc::from(command.key.as_str()),
+                        Arc::from(command.value.as_str()),
+                    );
                 }
             }
             self.applied_slot = slot;

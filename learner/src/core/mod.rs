@@ -44,7 +44,6 @@ use common::message::{DecidedEntry, Message, RoleStatus, SnapshotChunk, StateSna
 use common::node::{NodeId, Role};
 use common::ready::{Core, Destination, Event, Outgoing, Ready};
 use common::value::Value;
-use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -62,8 +61,9 @@ pub use applied_state::EXACTLY_ONCE_WINDOW_COMMANDS;
 pub use catch_up::SYNC_BATCH_SLOTS;
 pub use history::DEFAULT_RETAIN_SLOTS;
 pub use snapshots::{
-    FrozenState, SnapshotAssembly, SnapshotChunks, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_RESEND_TICKS,
-    SNAPSHOT_TRANSFERS_MAX, SNAPSHOT_TRANSFER_TIMEOUT_TICKS, SNAPSHOT_WINDOW_CHUNKS,
+    FrozenState, KeyValues, SnapshotAssembly, SnapshotChunks, SNAPSHOT_CHUNK_BYTES,
+    SNAPSHOT_RESEND_TICKS, SNAPSHOT_TRANSFERS_MAX, SNAPSHOT_TRANSFER_TIMEOUT_TICKS,
+    SNAPSHOT_WINDOW_CHUNKS,
 };
 pub use subscriptions::APPLIED_CHUNK_BYTES;
 
@@ -192,7 +192,7 @@ pub struct Learner {
     votes: BTreeMap<Slot, SlotVotes>,
     /// The replicated state: the result of applying slots `[1, applied_slot]` (a
     /// persistent map, so that a frozen copy for a snapshot costs nothing).
-    key_values: OrdMap<String, String>,
+    key_values: KeyValues,
     /// The state was dropped for a snapshot being received: no reads, no applying, no
     /// state sent, until it is installed.
     installing: bool,
@@ -253,7 +253,7 @@ impl Learner {
             decided: BTreeMap::new(),
             history_start: 1,
             votes: BTreeMap::new(),
-            key_values: OrdMap::new(),
+            key_values: KeyValues::new(),
             installing: false,
             applied_requests: AppliedRequests::new(window),
             parked_reads: BTreeMap::new(),
@@ -426,7 +426,7 @@ impl Learner {
 
     /// The value of `key` as of `applied_slot()`, if it was ever written.
     pub fn value_of(&self, key: &str) -> Option<&str> {
-        self.key_values.get(key).map(String::as_str)
+        self.key_values.get(key).map(|value| &**value)
     }
 
     /// The value decided for `slot`, applied or not, while the learner holds it (for

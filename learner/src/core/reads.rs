@@ -82,7 +82,7 @@ impl Learner {
             to: client,
             message: Message::ReadReply {
                 read_id,
-                value: self.key_values.get(key).cloned(),
+                value: self.key_values.get(key).map(|value| value.to_string()),
                 applied_slot: self.applied_slot,
             },
         }

@@ -34,6 +34,7 @@ use common::value::RequestId;
 use imbl::{OrdMap, Vector};
 use std::collections::VecDeque;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::{Effect, Learner, SYNC_BATCH_SLOTS};
 
@@ -58,20 +59,25 @@ pub const SNAPSHOT_TRANSFERS_MAX: usize = 4;
 const ENTRY_OVERHEAD_BYTES: usize = 16;
 const REQUEST_ID_BYTES: usize = 24;
 
+/// The key-value map: a persistent B-tree whose keys and values are shared strings, so
+/// that the nodes a write copies while a frozen state shares them hold pointers, never
+/// the text.
+pub type KeyValues = OrdMap<Arc<str>, Arc<str>>;
+
 /// The state at `applied_slot`, frozen: a copy that shares its structure with the live
 /// state, so taking it costs nothing and holding it costs only what changes meanwhile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrozenState {
     /// Every slot up to here is folded into the state.
     pub applied_slot: Slot,
-    key_values: OrdMap<String, String>,
+    key_values: KeyValues,
     applied_request_ids: Vector<(RequestId, Slot)>,
 }
 
 impl FrozenState {
     pub(super) fn new(
         applied_slot: Slot,
-        key_values: OrdMap<String, String>,
+        key_values: KeyValues,
         applied_request_ids: Vector<(RequestId, Slot)>,
     ) -> Self {
         FrozenState {
@@ -117,7 +123,7 @@ impl FrozenState {
             key_values: self
                 .key_values
                 .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
+                .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             applied_request_ids: self.applied_request_ids.iter().copied().collect(),
         }
@@ -127,12 +133,16 @@ impl FrozenState {
     pub fn from_snapshot(snapshot: StateSnapshot) -> Self {
         FrozenState::new(
             snapshot.applied_slot,
-            snapshot.key_values.into_iter().collect(),
+            snapshot
+                .key_values
+                .into_iter()
+                .map(|(key, value)| (Arc::from(key), Arc::from(value)))
+                .collect(),
             snapshot.applied_request_ids.into_iter().collect(),
         )
     }
 
-    pub(super) fn into_parts(self) -> (Slot, OrdMap<String, String>, Vector<(RequestId, Slot)>) {
+    pub(super) fn into_parts(self) -> (Slot, KeyValues, Vector<(RequestId, Slot)>) {
         (self.applied_slot, self.key_values, self.applied_request_ids)
     }
 }
@@ -181,7 +191,7 @@ impl Iterator for SnapshotChunks {
                     break;
                 };
                 used_bytes += key.len() + value.len() + ENTRY_OVERHEAD_BYTES;
-                key_values.push((key.clone(), value.clone()));
+                key_values.push((key.to_string(), value.to_string()));
             }
             self.keys_done = remaining.peek().is_none();
             if let Some((key, _)) = key_values.last() {
@@ -227,7 +237,7 @@ pub struct SnapshotAssembly {
     next_index: u32,
     key_count: u64,
     request_id_count: u64,
-    key_values: OrdMap<String, String>,
+    key_values: KeyValues,
     applied_request_ids: Vector<(RequestId, Slot)>,
     last_key: Option<String>,
     complete: bool,
@@ -319,7 +329,8 @@ impl SnapshotAssembly {
             ));
         }
         for (key, value) in &chunk.key_values {
-            self.key_values.insert(key.clone(), value.clone());
+            self.key_values
+                .insert(Arc::from(key.as_str()), Arc::from(value.as_str()));
         }
         if let Some((key, _)) = chunk.key_values.last() {
             self.last_key = Some(key.clone());
@@ -580,7 +591,7 @@ impl Learner {
             return;
         }
         self.installing = true;
-        self.key_values = OrdMap::new();
+        self.key_values = KeyValues::new();
         self.applied_requests.clear();
         // Nothing to read any more: waiting reads try another learner at once.
         for read in std::mem::take(&mut self.parked_reads)
@@ -692,7 +703,12 @@ mod tests {
         FrozenState::new(
             9,
             (0..keys)
-                .map(|index| (format!("key{index:04}"), "v".repeat(index % 7)))
+                .map(|index| {
+                    (
+                        Arc::from(format!("key{index:04}")),
+                        Arc::from("v".repeat(index % 7)),
+                    )
+                })
                 .collect(),
             (0..ids)
                 .map(|index| (RequestId(index as u128), index as Slot))
@@ -772,11 +788,12 @@ mod tests {
 
     #[test]
     fn a_frozen_state_does_not_see_later_writes() {
-        let mut live: OrdMap<String, String> =
-            (0..100).map(|i| (i.to_string(), "a".to_string())).collect();
+        let mut live: KeyValues = (0..100)
+            .map(|i| (Arc::from(i.to_string()), Arc::from("a")))
+            .collect();
         let frozen = FrozenState::new(1, live.clone(), Vector::new());
-        live.insert("5".into(), "changed".into());
-        live.insert("new".into(), "b".into());
+        live.insert(Arc::from("5"), Arc::from("changed"));
+        live.insert(Arc::from("new"), Arc::from("b"));
         let chunks: Vec<SnapshotChunk> = frozen.chunks(64).collect();
         let pairs: Vec<(String, String)> = chunks
             .into_iter()
