@@ -478,11 +478,12 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
                 applied_slot: slot(random, anchors),
             },
         },
-        _ => match random.random_bool(0.5) {
-            true => Message::SnapshotChunk {
+        _ => match random.random_range(0..3) {
+            0 => Message::SnapshotChunk {
                 chunk: snapshot_chunk(random, anchors),
             },
-            false => Message::SnapshotAck {
+            1 => Message::SnapshotRequest,
+            _ => Message::SnapshotAck {
                 applied_slot: slot(random, anchors),
                 index: edge_u32(random),
             },

@@ -18,6 +18,7 @@
 //! | `Subscribe` / `Unsubscribe` / `Applied` / `SubscriptionTooOld` | client -> learner -> client | the writes each applied slot made, pushed for change notifications |
 //! | `ReadApplied` / `Applied` | client -> learner -> client | the writes of past slots, fetched once |
 //! | `SnapshotChunk` / `SnapshotAck` | learner -> learner -> learner | the state at a slot, in chunks each acknowledged, for a peer behind what the sender retains |
+//! | `SnapshotRequest` | learner -> learner | a learner without a state (its transfer failed) asks for one |
 //!
 //! The sender of a message is known from the connection it arrived on (see `Hello`), so
 //! messages do not repeat it.
@@ -345,6 +346,9 @@ pub enum Message {
         /// The chunk.
         chunk: SnapshotChunk,
     },
+    /// A learner that dropped its state for a snapshot whose transfer then failed asks its
+    /// peers for their whole state (`SnapshotChunk`s), whatever their history.
+    SnapshotRequest,
     /// The chunks of the snapshot at `applied_slot` up to `index` were received (and
     /// written): the sender may send the next ones.
     SnapshotAck {

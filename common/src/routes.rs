@@ -50,6 +50,7 @@ pub enum MessageKind {
     Applied,
     SubscriptionTooOld,
     SnapshotChunk,
+    SnapshotRequest,
     SnapshotAck,
 }
 
@@ -92,6 +93,7 @@ impl Message {
             Message::Applied { .. } => MessageKind::Applied,
             Message::SubscriptionTooOld { .. } => MessageKind::SubscriptionTooOld,
             Message::SnapshotChunk { .. } => MessageKind::SnapshotChunk,
+            Message::SnapshotRequest => MessageKind::SnapshotRequest,
             Message::SnapshotAck { .. } => MessageKind::SnapshotAck,
         }
     }
@@ -145,6 +147,7 @@ pub const ROUTES: &[(MessageKind, Role, Role)] = &[
     (K::SyncDecided, L, L),
     (K::Decided, L, L),
     (K::SnapshotChunk, L, L),
+    (K::SnapshotRequest, L, L),
     (K::SnapshotAck, L, L),
     // Change notifications.
     (K::Subscribe, C, L),

@@ -55,6 +55,9 @@ pub struct LearnerLog {
     compaction: Option<Compaction>,
     /// The snapshot file of a state being received from a peer.
     receiving: Option<SnapshotFileWriter>,
+    /// Why the file of the snapshot being received (of this slot) could not be written:
+    /// its later chunks are skipped and its installation fails.
+    receiving_failure: Option<(Slot, io::Error)>,
 }
 
 /// A compaction under way: its snapshot file is being written; the log is rewritten once
@@ -149,6 +152,7 @@ pub fn recover_in(
         background: false,
         compaction: None,
         receiving: None,
+        receiving_failure: None,
     };
     Ok((learner, log))
 }
@@ -308,18 +312,28 @@ impl LearnerLog {
         }
     }
 
-    fn write_received_chunk(&mut self, chunk: &SnapshotChunk) -> io::Result<()> {
+    /// Writes a chunk of the snapshot being received. A failure (a full disk) does not
+    /// stop the batch's other writes: the snapshot's later chunks are skipped and its
+    /// installation fails, which stops the learner with its old log intact.
+    fn write_received_chunk(&mut self, chunk: &SnapshotChunk) {
         if chunk.index == 0 {
             if let Some(abandoned) = self.receiving.take() {
                 abandoned.abandon(self.file_system.as_ref());
             }
-            self.receiving = Some(SnapshotFileWriter::create(
+            self.receiving_failure = None;
+            match SnapshotFileWriter::create(
                 self.file_system.as_ref(),
                 &self.directory,
                 chunk.applied_slot,
-            )?);
+            ) {
+                Ok(writer) => self.receiving = Some(writer),
+                Err(error) => self.receiving_failure = Some((chunk.applied_slot, error)),
+            }
         }
-        match self.receiving.as_mut() {
+        if self.receiving_failure.is_some() {
+            return;
+        }
+        let written = match self.receiving.as_mut() {
             Some(writer) => writer.write_chunk(chunk),
             None => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -328,12 +342,29 @@ impl LearnerLog {
                     chunk.index, chunk.applied_slot
                 ),
             )),
+        };
+        if let Err(error) = written {
+            tracing::warn!(
+                snapshot_slot = chunk.applied_slot,
+                %error,
+                "cannot write a received snapshot chunk: its installation will fail"
+            );
+            if let Some(abandoned) = self.receiving.take() {
+                abandoned.abandon(self.file_system.as_ref());
+            }
+            self.receiving_failure = Some((chunk.applied_slot, error));
         }
     }
 
     /// The received snapshot is complete: its file is made durable, then the log replaced
     /// by a reference to it and `retained`.
     fn install(&mut self, applied_slot: Slot, retained: Vec<DecidedEntry>) -> io::Result<()> {
+        if let Some((slot, error)) = self.receiving_failure.take() {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("the snapshot at slot {slot} could not be written: {error}"),
+            ));
+        }
         let writer = self
             .receiving
             .take()
@@ -371,7 +402,7 @@ impl LearnerLog {
                 self.start_compaction(state, retained);
                 self.finish_compaction_if_written();
             }
-            LearnerWrite::SnapshotChunk(chunk) => self.write_received_chunk(&chunk)?,
+            LearnerWrite::SnapshotChunk(chunk) => self.write_received_chunk(&chunk),
             LearnerWrite::InstallSnapshot {
                 applied_slot,
                 retained,

@@ -21,6 +21,14 @@ use super::{Effect, Learner};
 pub const SYNC_BATCH_SLOTS: u64 = 4096;
 
 impl Learner {
+    /// What a learner asks its peers for: the decided slots after its applied slot.
+    pub(super) fn sync_from_next_slot(&self) -> Message {
+        Message::SyncDecided {
+            from_slot: self.applied_slot + 1,
+            limit: SYNC_BATCH_SLOTS as u32,
+        }
+    }
+
     pub(super) fn on_heartbeat(&mut self, from: NodeId, decided_slot_max: Slot) -> Vec<Effect> {
         if from.role != Role::Proposer {
             self.raise_alarm(format!("{from} sent a Heartbeat: ignored"));
@@ -63,10 +71,7 @@ impl Learner {
         {
             effects.push(Effect::Send {
                 to: from,
-                message: Message::SyncDecided {
-                    from_slot: self.applied_slot + 1,
-                    limit: SYNC_BATCH_SLOTS as u32,
-                },
+                message: self.sync_from_next_slot(),
             });
         }
         effects
@@ -78,8 +83,13 @@ impl Learner {
         from_slot: Slot,
         limit: u32,
     ) -> Vec<Effect> {
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent a SyncDecided: ignored"));
+            return Vec::new();
+        }
         let limit = u64::from(limit).min(SYNC_BATCH_SLOTS) as usize;
         let from_slot = from_slot.max(1);
+        self.release_history_floor(from, from_slot);
         let mut effects = Vec::new();
         if from_slot < self.history_start && from_slot <= self.applied_slot && !self.installing {
             // The peer needs slots this learner no longer holds: it gets the whole state, in
@@ -131,16 +141,29 @@ impl Learner {
         }
         vec![Effect::Broadcast {
             role: Role::Learner,
-            message: Message::SyncDecided {
-                from_slot: self.applied_slot + 1,
-                limit: SYNC_BATCH_SLOTS as u32,
-            },
+            message: self.sync_from_next_slot(),
         }]
     }
 
     /// While the applied slot stays behind a known slot: after one interval ask the peer
     /// learners, from the second interval on also ask the acceptors for their votes.
     pub(super) fn fill_gaps(&mut self, effects: &mut Vec<Effect>) {
+        if self.installing {
+            // No state: only a whole one helps. Asked for every sync interval while no
+            // transfer is arriving (the one that made this learner drop its state failed).
+            self.stalled_ticks += 1;
+            if self
+                .stalled_ticks
+                .is_multiple_of(self.options.sync_interval_ticks)
+                && !self.is_receiving_snapshot()
+            {
+                effects.push(Effect::Broadcast {
+                    role: Role::Learner,
+                    message: Message::SnapshotRequest,
+                });
+            }
+            return;
+        }
         if self.known_slot_max <= self.applied_slot {
             self.stalled_ticks = 0;
             return;
@@ -154,10 +177,7 @@ impl Learner {
         if !self.is_receiving_snapshot() {
             effects.push(Effect::Broadcast {
                 role: Role::Learner,
-                message: Message::SyncDecided {
-                    from_slot,
-                    limit: SYNC_BATCH_SLOTS as u32,
-                },
+                message: self.sync_from_next_slot(),
             });
         }
         // Acceptors forgot the slots up to their trim point: asked only for later ones.
@@ -561,8 +581,13 @@ mod tests {
                 }
             )
             .is_empty());
-        // ...and takes over once it stalled.
-        ticks(&mut behind, SNAPSHOT_TRANSFER_TIMEOUT_TICKS);
+        // ...and takes over once it stalled. Meanwhile the learner, without a state or a
+        // transfer, asks every peer for a whole state.
+        let asked = ticks(&mut behind, SNAPSHOT_TRANSFER_TIMEOUT_TICKS + 20);
+        assert!(broadcasts_to(&asked, Role::Learner).contains(&Message::SnapshotRequest));
+        assert!(!broadcasts_to(&asked, Role::Learner)
+            .iter()
+            .any(|message| matches!(message, Message::SyncDecided { .. })));
         for chunk in &chunks {
             behind.handle(
                 second,
@@ -664,5 +689,84 @@ mod tests {
         }
         assert!(synced_at.is_some(), "a sync within the interval");
         assert_eq!(learner.durable_slot(), 3);
+    }
+
+    #[test]
+    fn a_peer_asked_for_its_state_sends_it_whatever_its_history() {
+        let mut ahead = applied_learner(LearnerOptions::new(1, 2), 6);
+        assert_eq!(ahead.history_start_slot(), 1, "the whole history is held");
+        let answer = ahead.handle(NodeId::learner(2), Message::SnapshotRequest);
+        assert!(matches!(&applied_messages(&answer, NodeId::learner(2))[..],
+            [Message::SnapshotChunk { chunk }] if chunk.index == 0 && chunk.last));
+        assert!(ahead
+            .handle(NodeId::client(1), Message::SnapshotRequest)
+            .is_empty());
+        assert_eq!(ahead.alarms().len(), 1, "only learners ask");
+    }
+
+    #[test]
+    fn the_history_after_a_snapshot_stays_until_its_receiver_asked_for_it() {
+        let mut options = LearnerOptions::new(1, 2);
+        options.retain_slots = 2;
+        let mut ahead = applied_learner(options, 6);
+        let me = NodeId::learner(2);
+        let chunks = applied_messages(&ahead.handle(me, SYNC_FROM_ONE), me);
+        let [Message::SnapshotChunk { chunk }] = &chunks[..] else {
+            panic!("one chunk: {chunks:?}")
+        };
+        // Many slots are applied while the transfer runs: the history keeps slot 7 on.
+        for slot in 7..=20 {
+            let value = write(slot as u128, "k", "v");
+            vote(&mut ahead, 1, slot, Ballot::new(1, 1), &value);
+            vote(&mut ahead, 2, slot, Ballot::new(1, 1), &value);
+        }
+        assert_eq!(ahead.history_start_slot(), 7);
+        ahead.handle(
+            me,
+            Message::SnapshotAck {
+                applied_slot: chunk.applied_slot,
+                index: 0,
+            },
+        );
+        let next = ahead.handle(
+            me,
+            Message::SyncDecided {
+                from_slot: 7,
+                limit: 100,
+            },
+        );
+        assert!(
+            matches!(&applied_messages(&next, me)[..],
+                [Message::Decided { entries, .. }] if entries.first().map(|entry| entry.slot) == Some(7)),
+            "the slots after the snapshot, not another snapshot: {next:?}"
+        );
+        // Asked, the floor goes: the history shrinks back to its size at the next apply.
+        let value = write(21, "k", "v");
+        vote(&mut ahead, 1, 21, Ballot::new(1, 1), &value);
+        vote(&mut ahead, 2, 21, Ballot::new(1, 1), &value);
+        assert_eq!(ahead.history_start_slot(), 20);
+    }
+
+    #[test]
+    fn an_oversized_snapshot_chunk_is_refused_with_an_alarm() {
+        let mut learner = learner();
+        let chunk = SnapshotChunk {
+            applied_slot: 5,
+            index: 0,
+            key_count: 1,
+            request_id_count: 0,
+            key_values: vec![("k".into(), "v".repeat(65 * 1024 * 1024))],
+            applied_request_ids: vec![],
+            last: true,
+        };
+        assert!(learner
+            .handle(NodeId::learner(2), Message::SnapshotChunk { chunk })
+            .is_empty());
+        assert!(!learner.is_installing_snapshot());
+        assert!(
+            learner.alarms()[0].contains("above"),
+            "{:?}",
+            learner.alarms()
+        );
     }
 }

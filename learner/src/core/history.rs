@@ -3,6 +3,7 @@
 //! log on disk is compacted the same way (a snapshot file then the history), and a learner
 //! is recovered from that log at start.
 
+use common::ballot::Slot;
 use common::message::DecidedEntry;
 use std::collections::btree_map::Entry;
 
@@ -81,7 +82,8 @@ impl Learner {
     pub(super) fn trim_history(&mut self) {
         let keep_from = (self.applied_slot + 1)
             .saturating_sub(self.options.retain_slots)
-            .max(1);
+            .max(1)
+            .min(self.history_floor().unwrap_or(Slot::MAX));
         if keep_from <= self.history_start {
             return;
         }

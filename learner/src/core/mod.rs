@@ -221,6 +221,10 @@ pub struct Learner {
     last_snapshot_installed: Option<(NodeId, Slot)>,
     /// The snapshots being sent, by peer.
     outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
+    /// For each peer sent a snapshot at slot S, the slot S + 1 that the history keeps until
+    /// the peer asked for the slots after it (or the tick after which it gives up): so
+    /// that a peer never chases a history that moved on during its transfer.
+    history_floors: BTreeMap<NodeId, (Slot, u64)>,
     /// The snapshot being received, if any.
     incoming_snapshot: Option<IncomingSnapshot>,
     /// How many snapshots this learner started sending.
@@ -266,6 +270,7 @@ impl Learner {
             snapshots_installed: 0,
             last_snapshot_installed: None,
             outgoing_snapshots: BTreeMap::new(),
+            history_floors: BTreeMap::new(),
             incoming_snapshot: None,
             snapshots_started: 0,
             alarms: Alarms::new(),
@@ -333,6 +338,7 @@ impl Learner {
                 limit,
             } => self.on_read_applied(from, stream_id, from_slot, limit),
             Message::SnapshotChunk { chunk } => self.on_snapshot_chunk(from, chunk),
+            Message::SnapshotRequest => self.on_snapshot_request(from),
             Message::SnapshotAck {
                 applied_slot,
                 index,
@@ -383,10 +389,7 @@ impl Learner {
     pub fn on_connected(&mut self, node: NodeId) -> Vec<Effect> {
         let from_slot = self.applied_slot + 1;
         let message = match node.role {
-            Role::Learner => Message::SyncDecided {
-                from_slot,
-                limit: SYNC_BATCH_SLOTS as u32,
-            },
+            Role::Learner => self.sync_from_next_slot(),
             Role::Acceptor => Message::SyncAccepted {
                 from_slot,
                 to_slot: from_slot + SYNC_BATCH_SLOTS,

@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{Effect, Learner, SYNC_BATCH_SLOTS};
+use super::{Effect, Learner};
 
 /// The default of [`super::LearnerOptions::snapshot_chunk_bytes`]: about 1 MiB of keys and
 /// values per chunk.
@@ -54,6 +54,10 @@ pub const SNAPSHOT_TRANSFER_TIMEOUT_TICKS: u64 = 200;
 
 /// A learner sends at most this many snapshots at once; a further peer asks again later.
 pub const SNAPSHOT_TRANSFERS_MAX: usize = 4;
+
+/// A chunk counted above this many bytes is refused: an honest one holds about
+/// [`SNAPSHOT_CHUNK_BYTES`] plus one key-value pair (a value is at most 1 MiB).
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What a key-value pair or a request id is counted as in a chunk, besides its text.
 const ENTRY_OVERHEAD_BYTES: usize = 16;
@@ -409,6 +413,9 @@ impl Learner {
             return Vec::new();
         }
         let chunks = self.freeze().chunks(self.options.snapshot_chunk_bytes);
+        // The slots after the snapshot stay in the history until the peer asked for them.
+        self.history_floors
+            .insert(peer, (chunks.applied_slot() + 1, u64::MAX));
         self.outgoing_snapshots.insert(
             peer,
             OutgoingSnapshot {
@@ -492,6 +499,10 @@ impl Learner {
         transfer.heard_at_tick = now_tick;
         if transfer.all_built && transfer.unacknowledged.is_empty() {
             self.outgoing_snapshots.remove(&from);
+            // Done: the history floor waits a while for the peer's next question.
+            if let Some((_, until)) = self.history_floors.get_mut(&from) {
+                *until = now_tick + SNAPSHOT_TRANSFER_TIMEOUT_TICKS;
+            }
             return effects;
         }
         self.send_snapshot_window(from, &mut effects);
@@ -504,6 +515,19 @@ impl Learner {
             return Vec::new();
         }
         if !self.plausible_slot_from(from, "SnapshotChunk", chunk.applied_slot) {
+            return Vec::new();
+        }
+        let chunk_bytes = chunk
+            .key_values
+            .iter()
+            .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
+            .sum::<usize>()
+            + chunk.applied_request_ids.len() * REQUEST_ID_BYTES;
+        if chunk_bytes > SNAPSHOT_CHUNK_BYTES_MAX {
+            self.raise_alarm(format!(
+                "{from} sent a snapshot chunk of {chunk_bytes} bytes, above \
+                 {SNAPSHOT_CHUNK_BYTES_MAX}: ignored"
+            ));
             return Vec::new();
         }
         let receiving = self
@@ -575,10 +599,7 @@ impl Learner {
             // What follows the snapshot comes from the same peer, at once.
             effects.push(Effect::Send {
                 to: from,
-                message: Message::SyncDecided {
-                    from_slot: self.applied_slot + 1,
-                    limit: SYNC_BATCH_SLOTS as u32,
-                },
+                message: self.sync_from_next_slot(),
             });
         }
         effects
@@ -629,13 +650,16 @@ impl Learner {
         self.apply_contiguous(effects);
     }
 
-    /// Drops the transfers that heard nothing for too long; sends again the chunks not
-    /// acknowledged for a while.
+    /// Drops the transfers that heard nothing for too long (and the history floors they
+    /// left); sends again the chunks not acknowledged for a while.
     pub(super) fn expire_snapshot_transfers(&mut self, effects: &mut Vec<Effect>) {
         let now_tick = self.now_tick;
         self.outgoing_snapshots.retain(|_, transfer| {
             now_tick < transfer.heard_at_tick + SNAPSHOT_TRANSFER_TIMEOUT_TICKS
         });
+        let sending = &self.outgoing_snapshots;
+        self.history_floors
+            .retain(|peer, (_, until)| sending.contains_key(peer) || now_tick < *until);
         for (peer, transfer) in &mut self.outgoing_snapshots {
             if now_tick < transfer.sent_at_tick.max(transfer.heard_at_tick) + SNAPSHOT_RESEND_TICKS
             {
@@ -661,12 +685,38 @@ impl Learner {
     /// The connection to `node` closed: transfers to and from it end.
     pub(super) fn end_snapshot_transfers_with(&mut self, node: NodeId) {
         self.outgoing_snapshots.remove(&node);
+        self.history_floors.remove(&node);
         if self
             .incoming_snapshot
             .as_ref()
             .is_some_and(|incoming| incoming.from == node)
         {
             self.incoming_snapshot = None;
+        }
+    }
+
+    /// A peer without a state asks for one: it gets this learner's, whatever its history.
+    pub(super) fn on_snapshot_request(&mut self, from: NodeId) -> Vec<Effect> {
+        if from.role != Role::Learner {
+            self.raise_alarm(format!("{from} sent a SnapshotRequest: ignored"));
+            return Vec::new();
+        }
+        self.start_sending_snapshot(from)
+    }
+
+    /// The lowest slot the history must keep for peers that received (or receive) a
+    /// snapshot and will ask for the slots after it.
+    pub(super) fn history_floor(&self) -> Option<Slot> {
+        self.history_floors.values().map(|(floor, _)| *floor).min()
+    }
+
+    /// `peer` asked for the slots from `from_slot`: a floor kept for it is no longer
+    /// needed once that is at or above it.
+    pub(super) fn release_history_floor(&mut self, peer: NodeId, from_slot: Slot) {
+        if self.history_floors.get(&peer).is_some_and(|(floor, _)| {
+            from_slot >= *floor && !self.outgoing_snapshots.contains_key(&peer)
+        }) {
+            self.history_floors.remove(&peer);
         }
     }
 
