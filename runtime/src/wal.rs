@@ -154,6 +154,9 @@ pub struct Wal {
 /// How much of a rewrite is buffered before it is written.
 const REWRITE_BUFFER_BYTES: usize = 1 << 20;
 
+/// The buffer of records not yet synced keeps at most this much capacity between batches.
+const PENDING_KEPT_CAPACITY_BYTES: usize = 1 << 20;
+
 /// The file grows by at least this much at a time (unless it is still smaller)...
 const ALLOCATION_STEP_MIN_BYTES: u64 = 64 * 1024;
 /// ...and by at most this much: the step doubles with the log up to here.
@@ -326,7 +329,7 @@ impl Wal {
             return Err(error);
         }
         self.synced_bytes += self.pending.len() as u64;
-        self.pending.clear();
+        self.release_pending();
         self.written_bytes = 0;
         if !self.marker_present {
             self.write_marker();
@@ -363,6 +366,16 @@ impl Wal {
         &self.path
     }
 
+    /// Empties the buffer of records not yet synced; one that a burst made larger than
+    /// [`PENDING_KEPT_CAPACITY_BYTES`] is freed, so that one large batch does not keep its
+    /// memory for the life of the process.
+    fn release_pending(&mut self) {
+        self.pending.clear();
+        if self.pending.capacity() > PENDING_KEPT_CAPACITY_BYTES {
+            self.pending = Vec::new();
+        }
+    }
+
     /// Replaces the whole log with `records`, atomically: after a crash the log holds
     /// either the old records or exactly these. The records are written as they come,
     /// through a buffer of [`REWRITE_BUFFER_BYTES`], so a log of any size is rewritten
@@ -392,7 +405,7 @@ impl Wal {
         // The handle follows the file to its new name.
         self.file = file;
         self.synced_bytes = length_bytes;
-        self.pending.clear();
+        self.release_pending();
         self.written_bytes = 0;
         self.allocated_bytes = length_bytes + MARKER_BYTES;
         self.marker_present = true;
@@ -692,6 +705,21 @@ mod tests {
             vec![b"first".to_vec(), b"second".to_vec()]
         );
         assert_eq!(recovered.truncated_tail_bytes, 0);
+    }
+
+    #[test]
+    fn a_burst_does_not_keep_its_buffer_after_the_sync() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let mut wal = reopen(&path).wal;
+        wal.append(&vec![7u8; 3 * PENDING_KEPT_CAPACITY_BYTES]);
+        wal.sync().unwrap();
+        assert!(wal.pending.capacity() <= PENDING_KEPT_CAPACITY_BYTES);
+        wal.append(b"small");
+        wal.sync().unwrap();
+        assert!(wal.pending.capacity() > 0, "a small batch keeps its buffer");
+        drop(wal);
+        assert_eq!(reopen(&path).records.len(), 2);
     }
 
     #[test]
