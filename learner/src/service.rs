@@ -6,8 +6,9 @@
 //! the batch's `Ready`: the decided slots are appended to `learner.wal` and written out
 //! once per batch, then the messages leave. The core asks for a sync at most
 //! `LearnerOptions::log_sync_interval_ticks` after a write, and for the log to be replaced
-//! (atomically) by a snapshot and the retained history when it compacts or installs a
-//! peer's state. The service holds no protocol decisions.
+//! (atomically) by a snapshot file and the retained history when it compacts (the file is
+//! written on a thread of its own, see `crate::storage`) or installs a peer's state. The
+//! service holds no protocol decisions.
 
 use crate::config::LearnerConfig;
 use crate::core::{Learner, LearnerOptions};
