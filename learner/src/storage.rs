@@ -180,11 +180,26 @@ impl LearnerLog {
     }
 
     fn append_decided(&mut self, entry: DecidedEntry) {
-        self.wal
-            .append(&encode(&LearnerRecord::Decided(entry.clone())));
-        if let Some(compaction) = self.compaction.as_mut() {
+        let record = LearnerRecord::Decided(entry);
+        self.wal.append(&encode(&record));
+        if let (Some(compaction), LearnerRecord::Decided(entry)) =
+            (self.compaction.as_mut(), record)
+        {
             compaction.appended_since.push(entry);
         }
+    }
+
+    /// Rewrites the log as a reference to the snapshot file of `applied_slot` followed by
+    /// `decided` (encoded records), atomically; then the previous file goes.
+    fn rewrite_onto_snapshot(
+        &mut self,
+        applied_slot: Slot,
+        decided: impl Iterator<Item = Vec<u8>>,
+    ) -> io::Result<()> {
+        let head = encode(&LearnerRecord::SnapshotFile { applied_slot });
+        self.wal.rewrite(std::iter::once(head).chain(decided))?;
+        self.replace_snapshot_slot(applied_slot);
+        Ok(())
     }
 
     /// Starts writing `state` as a snapshot file, unless a compaction is under way.
@@ -265,13 +280,12 @@ impl LearnerLog {
             return;
         }
         let bytes_before = self.wal.length_bytes();
-        let head = encode(&LearnerRecord::SnapshotFile { applied_slot });
-        let rest = compaction
+        let decided = compaction
             .retained
             .iter()
             .chain(&compaction.appended_since)
             .map(|entry| encode(&LearnerRecord::Decided(entry.clone())));
-        if let Err(error) = self.wal.rewrite(std::iter::once(head).chain(rest)) {
+        if let Err(error) = self.rewrite_onto_snapshot(applied_slot, decided) {
             // The new file stays (if the log refers to it after all, it is needed; if not,
             // the next start removes it), and so does the old one.
             tracing::warn!(
@@ -282,7 +296,6 @@ impl LearnerLog {
             );
             return;
         }
-        self.replace_snapshot_slot(applied_slot);
         tracing::info!(
             snapshot_slot = applied_slot,
             records = compaction.retained.len() + compaction.appended_since.len(),
@@ -378,13 +391,11 @@ impl LearnerLog {
         writer.finish(self.file_system.as_ref())?;
         self.cancel_compaction();
         let bytes_before = self.wal.length_bytes();
-        let head = encode(&LearnerRecord::SnapshotFile { applied_slot });
         let count = retained.len();
-        let rest = retained
+        let decided = retained
             .into_iter()
             .map(|entry| encode(&LearnerRecord::Decided(entry)));
-        self.wal.rewrite(std::iter::once(head).chain(rest))?;
-        self.replace_snapshot_slot(applied_slot);
+        self.rewrite_onto_snapshot(applied_slot, decided)?;
         tracing::info!(
             snapshot_slot = applied_slot,
             records = count,

@@ -68,6 +68,16 @@ const REQUEST_ID_BYTES: usize = 24;
 /// the text.
 pub type KeyValues = OrdMap<Arc<str>, Arc<str>>;
 
+/// A chunk's size as the chunker counts it against its budget.
+fn counted_bytes(chunk: &SnapshotChunk) -> usize {
+    chunk
+        .key_values
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
+        .sum::<usize>()
+        + chunk.applied_request_ids.len() * REQUEST_ID_BYTES
+}
+
 /// The state at `applied_slot`, frozen: a copy that shares its structure with the live
 /// state, so taking it costs nothing and holding it costs only what changes meanwhile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -517,12 +527,7 @@ impl Learner {
         if !self.plausible_slot_from(from, "SnapshotChunk", chunk.applied_slot) {
             return Vec::new();
         }
-        let chunk_bytes = chunk
-            .key_values
-            .iter()
-            .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
-            .sum::<usize>()
-            + chunk.applied_request_ids.len() * REQUEST_ID_BYTES;
+        let chunk_bytes = counted_bytes(&chunk);
         if chunk_bytes > SNAPSHOT_CHUNK_BYTES_MAX {
             self.raise_alarm(format!(
                 "{from} sent a snapshot chunk of {chunk_bytes} bytes, above \
@@ -544,13 +549,9 @@ impl Learner {
             if chunk.index != 0 || chunk.applied_slot <= self.applied_slot || !stalled {
                 return Vec::new(); // no use, or another transfer is on its way
             }
-            self.incoming_snapshot = Some(IncomingSnapshot {
-                from,
-                assembly: SnapshotAssembly::new(&chunk),
-                heard_at_tick: self.now_tick,
-            });
-        } else if chunk.index == 0 {
-            // The sender started over: so does this learner.
+        }
+        if chunk.index == 0 {
+            // A new transfer, or the sender started over: so does this learner.
             self.incoming_snapshot = Some(IncomingSnapshot {
                 from,
                 assembly: SnapshotAssembly::new(&chunk),
@@ -794,12 +795,7 @@ mod tests {
     fn chunks_stay_near_their_size() {
         let state = state(5000, 5000);
         for chunk in state.chunks(4096) {
-            let bytes: usize = chunk
-                .key_values
-                .iter()
-                .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
-                .sum::<usize>()
-                + chunk.applied_request_ids.len() * REQUEST_ID_BYTES;
+            let bytes = counted_bytes(&chunk);
             assert!(bytes < 4096 + 64, "a chunk of {bytes} bytes");
         }
     }
