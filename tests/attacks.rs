@@ -395,11 +395,11 @@ async fn strong_read(cluster: &TestCluster, key: &str) -> Option<String> {
 }
 
 fn batch(key: &str, value: &str) -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId::random(),
-        key: key.to_string(),
-        value: value.to_string(),
-    }])
+    Value::Batch(vec![Command::put(
+        RequestId::random(),
+        key.to_string(),
+        value.to_string(),
+    )])
 }
 
 /// Decided entries that would set `key` to `value` in the next few slots after `applied`.

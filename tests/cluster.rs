@@ -265,3 +265,117 @@ async fn acceptors_at_their_log_quota_refuse_writes_with_no_space_keep_reads_and
     let status = cluster.status().await;
     assert!(!some_node_alarm(&status, "no space"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn keys_carry_revisions_and_a_reused_request_id_is_a_409() {
+    let _guard = exclusive();
+    let cluster = TestCluster::start().await;
+    let put = |key: &str, body: serde_json::Value| {
+        let request = cluster
+            .http
+            .put(cluster.url(&format!("/v1/kv/{key}")))
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("the client API answers");
+            let status = response.status().as_u16();
+            let tag = response
+                .headers()
+                .get("etag")
+                .map(|tag| tag.to_str().unwrap().to_string());
+            (
+                status,
+                tag,
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let get = |key: &str| {
+        let request = cluster.http.get(cluster.url(&format!("/v1/kv/{key}")));
+        async move {
+            let response = request.send().await.expect("the client API answers");
+            let status = response.status().as_u16();
+            let tag = response
+                .headers()
+                .get("etag")
+                .map(|tag| tag.to_str().unwrap().to_string());
+            (
+                status,
+                tag,
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, tag, first) = put("app%2Fcolour", json!({"value": "blue"})).await;
+    assert_eq!(status, 200, "{first}");
+    let created = first["revision"].as_u64().unwrap();
+    assert_eq!(tag, Some(format!("\"{created}\"")));
+    assert_eq!(first["key"], "app/colour", "the path is percent-decoded");
+    let request_id = "7d444840-9dc0-11d1-b245-5ffdce74fad2";
+    let (status, _, second) = put(
+        "app/colour",
+        json!({"value": "green", "request_id": request_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let changed = second["revision"].as_u64().unwrap();
+    assert!(changed > created, "{created} then {changed}");
+
+    let (status, tag, read) = get("app/colour").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["value"], "green");
+    assert_eq!(read["create_revision"], created);
+    assert_eq!(read["mod_revision"], changed);
+    assert_eq!(read["version"], 2);
+    assert!(read["revision"].as_u64().unwrap() >= changed);
+    assert_eq!(tag, Some(format!("\"{changed}\"")));
+    // The design's /read carries the same revisions.
+    let legacy = cluster.read("app/colour", "strong").await.ok();
+    assert_eq!(legacy["mod_revision"], changed);
+
+    // A genuine retry answers the original revision; another command under the same
+    // request id is a 409 and changes nothing.
+    let (status, _, retry) = put(
+        "app/colour",
+        json!({"value": "green", "request_id": request_id}),
+    )
+    .await;
+    assert_eq!(
+        (status, retry["revision"].as_u64()),
+        (200, Some(changed)),
+        "{retry}"
+    );
+    let (status, _, reused) = put(
+        "app/colour",
+        json!({"value": "red", "request_id": request_id}),
+    )
+    .await;
+    assert_eq!(status, 409, "{reused}");
+    assert!(
+        reused["error"].as_str().unwrap().contains("already used"),
+        "{reused}"
+    );
+    assert_eq!(reused["request_id"], request_id);
+    let legacy_reuse = cluster
+        .post(
+            "/write",
+            json!({"key": "elsewhere", "value": "x", "request_id": request_id}),
+        )
+        .await;
+    assert!(
+        matches!(&legacy_reuse, Outcome::Failed(409, _)),
+        "{legacy_reuse:?}"
+    );
+    let (_, _, still) = get("app/colour").await;
+    assert_eq!(
+        (still["value"].as_str(), still["version"].as_u64()),
+        (Some("green"), Some(2))
+    );
+
+    let (status, tag, missing) = get("never-written").await;
+    assert_eq!(status, 404, "{missing}");
+    assert!(tag.is_none());
+    assert!(missing["revision"].as_u64().is_some());
+    let (status, _, refused) = put("k", json!({"value": "v", "key": "other"})).await;
+    assert_eq!(status, 400, "{refused}");
+}

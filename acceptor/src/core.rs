@@ -637,11 +637,11 @@ mod tests {
     }
 
     fn value(text: &str) -> Value {
-        Value::Batch(vec![Command {
-            request_id: RequestId(text.len() as u128),
-            key: "key".into(),
-            value: text.into(),
-        }])
+        Value::Batch(vec![Command::put(
+            RequestId(text.len() as u128),
+            "key",
+            text,
+        )])
     }
 
     fn prepare(round: u64, proposer_id: u32, from_slot: Slot) -> Message {
@@ -1249,11 +1249,11 @@ mod tests {
                 Message::Accept {
                     ballot: Ballot::new(1, 1),
                     slot,
-                    value: Value::Batch(vec![Command {
-                        request_id: RequestId(u128::from(slot)),
-                        key: "k".into(),
-                        value: large.clone(),
-                    }]),
+                    value: Value::Batch(vec![Command::put(
+                        RequestId(u128::from(slot)),
+                        "k",
+                        large.clone(),
+                    )]),
                 },
             );
         }

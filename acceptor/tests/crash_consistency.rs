@@ -28,11 +28,11 @@ const DATA_DIRECTORY: &str = "/var/lib/paxos/acceptor1";
 const RANDOM_CHOICES: u64 = 12;
 
 fn value(slot: Slot, round: u64) -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId(u128::from(slot) << 64 | u128::from(round)),
-        key: format!("key{}", slot % 3),
-        value: format!("slot {slot} round {round}"),
-    }])
+    Value::Batch(vec![Command::put(
+        RequestId(u128::from(slot) << 64 | u128::from(round)),
+        format!("key{}", slot % 3),
+        format!("slot {slot} round {round}"),
+    )])
 }
 
 /// The batches of messages the workload hands to the acceptor: each round a Prepare with a

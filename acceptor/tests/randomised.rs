@@ -220,11 +220,11 @@ impl Workload {
                 if noop {
                     Value::Noop
                 } else {
-                    Value::Batch(vec![Command {
-                        request_id: RequestId(request),
-                        key: format!("key{slot}"),
-                        value: format!("{slot}@{ballot}"),
-                    }])
+                    Value::Batch(vec![Command::put(
+                        RequestId(request),
+                        format!("key{slot}"),
+                        format!("{slot}@{ballot}"),
+                    )])
                 }
             })
             .clone()

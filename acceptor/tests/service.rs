@@ -110,11 +110,7 @@ fn config(data_dir: &Path, listen: &str) -> AcceptorConfig {
 }
 
 fn value() -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId(42),
-        key: "colour".into(),
-        value: "blue".into(),
-    }])
+    Value::Batch(vec![Command::put(RequestId(42), "colour", "blue")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,11 +737,11 @@ async fn an_acceptor_at_its_log_quota_holds_its_votes_behind_an_alarm_and_resume
     let mut proposer = FakeNode::connect(NodeId::proposer(1), &acceptor).await;
     let ballot = Ballot::new(1, 1);
     let big = |slot: u64| {
-        Value::Batch(vec![Command {
-            request_id: RequestId(u128::from(slot)),
-            key: format!("k{slot}"),
-            value: "v".repeat(16 * 1024),
-        }])
+        Value::Batch(vec![Command::put(
+            RequestId(u128::from(slot)),
+            format!("k{slot}"),
+            "v".repeat(16 * 1024),
+        )])
     };
     // Votes until one is held: the log reached its quota (compaction cannot help, every
     // slot is live).

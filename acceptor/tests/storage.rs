@@ -11,11 +11,11 @@ use runtime::wal::{Wal, WalError};
 use std::fs;
 
 fn value(slot: Slot, round: u64) -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId((slot as u128) << 64 | round as u128),
-        key: format!("key{slot}"),
-        value: format!("value of slot {slot} in round {round}"),
-    }])
+    Value::Batch(vec![Command::put(
+        RequestId((slot as u128) << 64 | round as u128),
+        format!("key{slot}"),
+        format!("value of slot {slot} in round {round}"),
+    )])
 }
 
 /// Hands `message` to the core, appends its records and syncs, as the service does.

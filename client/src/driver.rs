@@ -33,6 +33,19 @@ use tokio::time::Instant;
 /// How a `/status` request checks whether newly learned acceptors are connected.
 const CONNECT_POLL: Duration = Duration::from_millis(10);
 
+/// Why a write did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The cluster did not answer in time, or refused the write for lack of space.
+    Unavailable(Unavailable),
+    /// The request id belongs to another command, applied at `revision`: this write was
+    /// not applied.
+    RequestIdTaken {
+        /// The revision at which the other command took effect.
+        revision: Slot,
+    },
+}
+
 /// One node in a `/status` report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeReport {
@@ -235,19 +248,20 @@ impl Driver {
         })
     }
 
-    /// Writes `command` through the leader and returns the slot that holds it. Every
-    /// attempt carries `command.request_id`. With a session, the session then observes
-    /// that slot.
+    /// Writes `command` through the leader and returns the revision at which it took
+    /// effect. Every attempt carries `command.request_id`. With a session, the session
+    /// then observes that revision.
     pub async fn write(
         &self,
         command: Command,
         session: Option<String>,
-    ) -> Result<Slot, Unavailable> {
+    ) -> Result<Slot, WriteError> {
         let request = Request::Write { command, session };
         match self.call(|core, token| core.request(token, request)).await {
-            Answer::Written { slot } => Ok(slot),
-            Answer::Unavailable(unavailable) => Err(unavailable),
-            other => Err(unexpected(other)),
+            Answer::Written { revision } => Ok(revision),
+            Answer::RequestIdTaken { revision } => Err(WriteError::RequestIdTaken { revision }),
+            Answer::Unavailable(unavailable) => Err(WriteError::Unavailable(unavailable)),
+            other => Err(WriteError::Unavailable(unexpected(other))),
         }
     }
 

@@ -5,7 +5,7 @@
 mod support;
 
 use client::config::ClientConfig;
-use common::message::Message;
+use common::message::{Message, VersionedValue};
 use common::node::NodeId;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -32,9 +32,15 @@ async fn cluster() -> (FakeNode, FakeNode) {
     let learner = FakeNode::start(NodeId::learner(1), |_, message| match message {
         Message::Read { read_id, .. } => vec![Message::ReadReply {
             read_id: *read_id,
-            value: Some("v".to_string()),
+            value: Some(VersionedValue {
+                value: "v".to_string(),
+                create_revision: 7,
+                mod_revision: 7,
+                version: 1,
+            }),
             applied_slot: 7,
         }],
+        Message::Outcome { .. } => support::outcome_reply(message, 0).into_iter().collect(),
         Message::Subscribe { stream_id, .. } => vec![Message::Applied {
             stream_id: *stream_id,
             from_slot: 8,

@@ -4,11 +4,14 @@
 mod support;
 
 use common::ballot::Ballot;
-use common::message::{Message, NodeStatus, PeerStatus, ProposerState, RoleStatus};
+use common::message::{
+    AppliedRequest, Message, NodeStatus, PeerStatus, ProposerState, RoleStatus, VersionedValue,
+};
 use common::node::NodeId;
+use common::value::Operation;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{config, get, post, FakeNode};
+use support::{applying_learner, config, get, outcome_reply, post, FakeNode};
 
 /// A proposer that decides every write in `slot` and grants every read index at `slot`.
 fn leader_script(slot: u64) -> impl FnMut(NodeId, &Message) -> Vec<Message> + Send {
@@ -34,10 +37,15 @@ fn learner_script(
     move |_, message| match message {
         Message::Read { read_id, .. } => vec![Message::ReadReply {
             read_id: *read_id,
-            value: Some(value.to_string()),
+            value: Some(VersionedValue {
+                value: value.to_string(),
+                create_revision: 1,
+                mod_revision: applied_slot,
+                version: 2,
+            }),
             applied_slot,
         }],
-        _ => Vec::new(),
+        _ => outcome_reply(message, 0).into_iter().collect(),
     }
 }
 
@@ -70,9 +78,10 @@ fn read_indexes(node: &FakeNode) -> usize {
 }
 
 #[tokio::test]
-async fn a_write_decided_by_the_leader_answers_its_slot_and_request_id() {
+async fn a_write_answers_the_revision_a_learner_applied_it_at_and_its_request_id() {
     let proposer = FakeNode::start(NodeId::proposer(1), leader_script(9)).await;
-    let learner = FakeNode::silent(NodeId::learner(1)).await;
+    // Decided in slot 9 (a retry decided twice, say), applied at slot 7.
+    let learner = FakeNode::start(NodeId::learner(1), applying_learner(2)).await;
     let handle = client::start(config(&[&proposer], &[&learner], 5000))
         .await
         .unwrap();
@@ -84,14 +93,22 @@ async fn a_write_decided_by_the_leader_answers_its_slot_and_request_id() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["key"], "colour");
     assert_eq!(answer["value"], "blue");
-    assert_eq!(answer["slot"], 9);
+    assert_eq!(answer["revision"], 7);
+    assert_eq!(answer["slot"], 7);
     assert_eq!(answer["session_id"], "s1");
     let sent = writes(&proposer);
     assert_eq!(sent.len(), 1);
     assert_eq!(answer["request_id"], sent[0].request_id.to_string());
-    assert_eq!(
-        (sent[0].key.as_str(), sent[0].value.as_str()),
-        ("colour", "blue")
+    assert_eq!(sent[0].operation.as_put(), Some(("colour", "blue")));
+    // The learner was asked about that request, once slot 9 is applied.
+    let asked: Vec<Message> = learner
+        .received()
+        .into_iter()
+        .filter(|message| matches!(message, Message::Outcome { .. }))
+        .collect();
+    assert!(
+        matches!(&asked[..], [Message::Outcome { request_id, min_slot: 9, .. }] if *request_id == sent[0].request_id),
+        "{asked:?}"
     );
     handle.shutdown().await.unwrap();
 }
@@ -108,7 +125,7 @@ async fn a_refused_write_is_retried_on_the_hinted_leader_with_the_same_request_i
     })
     .await;
     let leader = FakeNode::start(NodeId::proposer(2), leader_script(4)).await;
-    let learner = FakeNode::silent(NodeId::learner(1)).await;
+    let learner = FakeNode::start(NodeId::learner(1), applying_learner(0)).await;
     let handle = client::start(config(&[&follower, &leader], &[&learner], 5000))
         .await
         .unwrap();
@@ -145,6 +162,56 @@ async fn a_refused_write_is_retried_on_the_hinted_leader_with_the_same_request_i
         "the follower is not asked again"
     );
     assert_eq!(writes(&leader).len(), 2);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_id_taken_by_another_command_is_a_409_and_a_true_retry_its_revision() {
+    let proposer = FakeNode::start(NodeId::proposer(1), leader_script(5)).await;
+    // The learner applied, at slot 3, a put of "k" = "first" under that request id.
+    let first = Operation::Put {
+        key: "k".into(),
+        value: "first".into(),
+    };
+    let learner = FakeNode::start(NodeId::learner(1), move |_, message| match message {
+        Message::Outcome {
+            read_id,
+            request_id,
+            min_slot,
+        } => vec![Message::OutcomeReply {
+            read_id: *read_id,
+            outcome: Some(AppliedRequest {
+                request_id: *request_id,
+                slot: 3,
+                fingerprint: first.fingerprint(),
+            }),
+            applied_slot: *min_slot,
+        }],
+        _ => Vec::new(),
+    })
+    .await;
+    let handle = client::start(config(&[&proposer], &[&learner], 5000))
+        .await
+        .unwrap();
+    let url = format!("http://{}/write", handle.address());
+    let request_id = "3e1f0c2a-7b6d-4a59-9c8e-0d1f2e3a4b5c";
+    let (status, answer) = post(
+        url.clone(),
+        json!({"key": "k", "value": "second", "request_id": request_id}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("already used"), "{error}");
+    assert!(error.contains("revision 3"), "{error}");
+    assert_eq!(answer["request_id"], request_id);
+    let (status, answer) = post(
+        url,
+        json!({"key": "k", "value": "first", "request_id": request_id}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "a true retry: {answer}");
+    assert_eq!(answer["revision"], 3, "the original outcome");
     handle.shutdown().await.unwrap();
 }
 
@@ -237,7 +304,16 @@ async fn a_strong_read_asks_the_leader_for_a_read_index_then_reads_at_that_slot(
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer,
-        json!({"key": "colour", "value": "blue", "consistency": "strong", "slot": 7})
+        json!({
+            "key": "colour",
+            "value": "blue",
+            "consistency": "strong",
+            "slot": 7,
+            "revision": 7,
+            "create_revision": 1,
+            "mod_revision": 7,
+            "version": 2
+        })
     );
     assert_eq!(read_indexes(&proposer), 1);
     assert_eq!(read_min_slots(&learner), vec![7]);
@@ -384,7 +460,8 @@ async fn an_eventual_read_asks_a_learner_with_min_slot_zero() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer,
-        json!({"key": "absent", "value": null, "consistency": "eventual", "slot": 2})
+        json!({"key": "absent", "value": null, "consistency": "eventual", "slot": 2, "revision": 2}),
+        "a missing key has no revisions of its own"
     );
     assert_eq!(read_min_slots(&learner), vec![0]);
     assert!(

@@ -293,3 +293,79 @@ async fn a_dropped_handle_stops_the_rest_server() {
         "the REST server still answers after its handle was dropped"
     );
 }
+
+#[tokio::test]
+async fn malformed_kv_requests_get_json_errors_and_reach_no_node() {
+    let (handle, nodes) = client_api().await;
+    let base = format!("http://{}", handle.address());
+    let client = http();
+    let put = |path: &str, body: &str, header: Option<(&str, &str)>| {
+        let mut request = client.put(format!("{base}{path}")).body(body.to_string());
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let long_key = format!("/v1/kv/{}", "k".repeat(1025));
+    let cases = [
+        ("/v1/kv/", r#"{"value":"v"}"#, None, 400, "missing"),
+        ("/v1/kv/k", r#"{"value":"v","key":"k"}"#, None, 400, "path"),
+        ("/v1/kv/k", r#"{"value":5}"#, None, 400, "value"),
+        ("/v1/kv/k", "{not json", None, 400, "JSON"),
+        (
+            "/v1/kv/k?prefix=true",
+            r#"{"value":"v"}"#,
+            None,
+            400,
+            "prefix",
+        ),
+        (long_key.as_str(), r#"{"value":"v"}"#, None, 413, "limit"),
+        (
+            "/v1/kv/k",
+            r#"{"value":"v"}"#,
+            Some(("if-match", "\"3\"")),
+            501,
+            "if-match",
+        ),
+        (
+            "/v1/kv/k",
+            r#"{"value":"v"}"#,
+            Some(("if-none-match", "*")),
+            501,
+            "not supported",
+        ),
+    ];
+    for (path, body, header, expected_status, expected_text) in cases {
+        let (status, answer) = put(path, body, header).await;
+        assert_eq!(status, expected_status, "PUT {path} {body}: {answer}");
+        assert!(
+            error_text(&answer).contains(expected_text),
+            "PUT {path}: {answer} should mention {expected_text:?}"
+        );
+    }
+    for (query, expected_text) in [
+        ("?consistency=psychic", "consistency"),
+        ("?consistency=session", "session_id"),
+        ("?consistency=strong&consistency=eventual", "twice"),
+        ("?limit=3", "limit"),
+    ] {
+        let (status, answer) = get(format!("{base}/v1/kv/k{query}")).await;
+        assert_eq!(status, 400, "GET {query}: {answer}");
+        assert!(error_text(&answer).contains(expected_text), "{answer}");
+    }
+    let (status, answer) = get(format!("{base}/v1/kv/")).await;
+    assert_eq!(status, 400, "{answer}");
+    for node in &nodes {
+        assert!(
+            node.received()
+                .iter()
+                .all(|message| !matches!(message, common::message::Message::Write { .. })),
+            "nothing was written"
+        );
+    }
+    handle.shutdown().await.unwrap();
+}

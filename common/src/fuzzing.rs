@@ -12,11 +12,11 @@
 
 use crate::ballot::{Ballot, Slot, MAX_PLAUSIBLE_SLOT, MAX_ROUND_LEAD};
 use crate::message::{
-    AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, NodeStatus, PeerStatus,
-    ProposerState, RoleStatus, SnapshotChunk, StateSnapshot,
+    AcceptedEntry, AppliedRequest, AppliedSlot, AppliedWrite, DecidedEntry, Message, NodeStatus,
+    PeerStatus, ProposerState, RoleStatus, SnapshotChunk, StateSnapshot, VersionedValue,
 };
 use crate::node::{NodeId, Role};
-use crate::value::{Command, RequestId, Value};
+use crate::value::{Command, Operation, RequestId, Value};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -212,10 +212,34 @@ pub fn request_id(random: &mut ChaCha8Rng) -> RequestId {
 
 /// A command with pooled id, key and value.
 pub fn command(random: &mut ChaCha8Rng) -> Command {
+    let request_id = request_id(random);
+    let (key, value) = (text(random), text(random));
+    let operation = match random.random_range(0..8) {
+        0 => Operation::UnversionedPut { key, value },
+        _ => Operation::Put { key, value },
+    };
     Command {
-        request_id: request_id(random),
-        key: text(random),
+        request_id,
+        operation,
+    }
+}
+
+/// A value with revisions near the anchors, not necessarily plausible.
+pub fn versioned_value(random: &mut ChaCha8Rng, anchors: &Anchors) -> VersionedValue {
+    VersionedValue {
         value: text(random),
+        create_revision: edge_u64(random, &anchors.slots),
+        mod_revision: edge_u64(random, &anchors.slots),
+        version: edge_u64(random, &[]),
+    }
+}
+
+/// An applied request near the anchors.
+pub fn applied_request(random: &mut ChaCha8Rng, anchors: &Anchors) -> AppliedRequest {
+    AppliedRequest {
+        request_id: request_id(random),
+        slot: edge_u64(random, &anchors.slots),
+        fingerprint: edge_u64(random, &[]),
     }
 }
 
@@ -254,10 +278,10 @@ pub fn decided_entry(random: &mut ChaCha8Rng, anchors: &Anchors) -> DecidedEntry
 pub fn state_snapshot(random: &mut ChaCha8Rng, anchors: &Anchors) -> StateSnapshot {
     StateSnapshot {
         applied_slot: slot(random, anchors),
-        key_values: short_vec(random, |random| (text(random), text(random))),
-        applied_request_ids: short_vec(random, |random| {
-            (request_id(random), edge_u64(random, &anchors.slots))
+        key_values: short_vec(random, |random| {
+            (text(random), versioned_value(random, anchors))
         }),
+        applied_request_ids: short_vec(random, |random| applied_request(random, anchors)),
     }
 }
 
@@ -455,10 +479,24 @@ pub fn message(random: &mut ChaCha8Rng, anchors: &Anchors) -> Message {
             from_slot: slot(random, anchors),
             limit: edge_u32(random),
         },
-        29 => match random.random_range(0..4) {
+        29 => match random.random_range(0..6) {
             0 => Message::ReadReply {
                 read_id: edge_u64(random, &[]),
-                value: random.random_bool(0.5).then(|| text(random)),
+                value: random
+                    .random_bool(0.5)
+                    .then(|| versioned_value(random, anchors)),
+                applied_slot: slot(random, anchors),
+            },
+            3 => Message::Outcome {
+                read_id: edge_u64(random, &[]),
+                request_id: request_id(random),
+                min_slot: slot(random, anchors),
+            },
+            4 => Message::OutcomeReply {
+                read_id: edge_u64(random, &[]),
+                outcome: random
+                    .random_bool(0.7)
+                    .then(|| applied_request(random, anchors)),
                 applied_slot: slot(random, anchors),
             },
             1 => Message::ReadTimedOut {

@@ -10,6 +10,7 @@
 //! | `Write` / `WriteDecided` / `WriteRefused` | client -> proposer -> client | a client write |
 //! | `ReadIndex` / `ReadIndexGranted` / `ReadIndexRefused` | client -> leader -> client | the slot a strong read must wait for |
 //! | `Read` / `ReadReply` / `ReadTimedOut` | client -> learner -> client | reads the key-value state |
+//! | `Outcome` / `OutcomeReply` / `ReadTimedOut` | client -> learner -> client | what a decided command did: the revision it took effect at, or that its request id was taken by another command |
 //! | `SyncDecided` / `Decided` | learner -> learner -> learner | gap filling between learners |
 //! | `SyncAccepted` | learner -> acceptor | asks for `AcceptedValues` from a slot on |
 //! | `LearnerProgress` | learner -> proposers | the applied and durable slots, so a new leader knows what is decided and the leader where to trim |
@@ -235,12 +236,34 @@ pub enum Message {
         /// Wait until at least this slot is applied (0: answer at once).
         min_slot: Slot,
     },
-    /// The value of the key (None for a key never written) as of `applied_slot`.
+    /// The value of the key (None for a key that does not exist) as of `applied_slot`,
+    /// which is the revision of the state read.
     ReadReply {
         /// Which read.
         read_id: u64,
-        /// The value, if the key was ever written.
-        value: Option<String>,
+        /// The value with its revisions, if the key exists.
+        value: Option<VersionedValue>,
+        /// The slot the learner had applied when it answered.
+        applied_slot: Slot,
+    },
+    /// A client API asks a learner, once it has applied `min_slot` (the slot the leader
+    /// reported the command decided in), what the command of `request_id` did.
+    Outcome {
+        /// Matches the answer.
+        read_id: u64,
+        /// The command asked about.
+        request_id: RequestId,
+        /// Wait until at least this slot is applied.
+        min_slot: Slot,
+    },
+    /// What the command asked about did, as of `applied_slot`: None if the learner
+    /// remembers no command of that request id (it was forgotten, beyond the exactly-once
+    /// window). Answered, like a read, only at or after `min_slot`; else `ReadTimedOut`.
+    OutcomeReply {
+        /// Which question.
+        read_id: u64,
+        /// The applied command with that request id.
+        outcome: Option<AppliedRequest>,
         /// The slot the learner had applied when it answered.
         applied_slot: Slot,
     },
@@ -359,6 +382,49 @@ pub enum Message {
     },
 }
 
+/// A key's value with its revisions, as etcd names them: the slot that created the key
+/// (since it last did not exist), the slot that last changed it, and how many changes it
+/// had since it was created (1 after its creation). A slot is the revision of the store:
+/// every command applied by one slot has that slot's revision, and no state between two
+/// of them is ever observed. Keys written before revisions were kept have 0 for all three
+/// until they are written again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionedValue {
+    /// The value.
+    pub value: String,
+    /// The slot that created the key.
+    pub create_revision: Slot,
+    /// The slot that last changed the key.
+    pub mod_revision: Slot,
+    /// Changes since the key was created.
+    pub version: u64,
+}
+
+/// A command applied by a learner, as its exactly-once window remembers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRequest {
+    /// The command's request id.
+    pub request_id: RequestId,
+    /// The slot that applied it: the revision at which it took effect, whatever later
+    /// slot a retry of it was decided in again.
+    pub slot: Slot,
+    /// `Operation::fingerprint` of what it did, so that a request id reused for another
+    /// command is told from a retry; [`FINGERPRINT_UNKNOWN`] for commands applied by a
+    /// version that kept none (any retry of them counts as genuine).
+    pub fingerprint: u64,
+}
+
+/// The fingerprint of a command applied before fingerprints were kept.
+pub const FINGERPRINT_UNKNOWN: u64 = 0;
+
+impl AppliedRequest {
+    /// Whether a command with `fingerprint` is a retry of this one (else its request id
+    /// was reused for another command).
+    pub fn is_retry_of(&self, fingerprint: u64) -> bool {
+        self.fingerprint == FINGERPRINT_UNKNOWN || self.fingerprint == fingerprint
+    }
+}
+
 /// One piece of a learner's state at `applied_slot`, of at most a page's bytes: the same
 /// chunks travel between learners (`SnapshotChunk`) and make a snapshot file on disk, so
 /// that a state of any size is never one frame, one record or one allocation. A
@@ -375,10 +441,9 @@ pub struct SnapshotChunk {
     /// How many request ids the whole snapshot holds.
     pub request_id_count: u64,
     /// The next key-value pairs, in key order (after those of earlier chunks).
-    pub key_values: Vec<(String, String)>,
-    /// The next request ids of the exactly-once window, oldest first, each with the slot
-    /// that applied it.
-    pub applied_request_ids: Vec<(RequestId, Slot)>,
+    pub key_values: Vec<(String, VersionedValue)>,
+    /// The next request ids of the exactly-once window, oldest first.
+    pub applied_request_ids: Vec<AppliedRequest>,
     /// Whether this is the snapshot's last chunk.
     pub last: bool,
 }
@@ -413,10 +478,9 @@ pub struct StateSnapshot {
     /// Every slot up to here is folded into the state.
     pub applied_slot: Slot,
     /// The key-value map, in key order.
-    pub key_values: Vec<(String, String)>,
-    /// The exactly-once window: the last applied request ids, oldest first, each with the
-    /// slot that applied it.
-    pub applied_request_ids: Vec<(RequestId, Slot)>,
+    pub key_values: Vec<(String, VersionedValue)>,
+    /// The exactly-once window: the last applied request ids, oldest first.
+    pub applied_request_ids: Vec<AppliedRequest>,
 }
 
 /// How a proposer sees itself.

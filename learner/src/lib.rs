@@ -17,11 +17,7 @@
 //! use learner::core::{Effect, Learner, LearnerOptions};
 //!
 //! let mut learner = Learner::new(LearnerOptions::new(1, 2));
-//! let write = Value::Batch(vec![Command {
-//!     request_id: RequestId(7),
-//!     key: "colour".into(),
-//!     value: "blue".into(),
-//! }]);
+//! let write = Value::Batch(vec![Command::put(RequestId(7), "colour", "blue")]);
 //! let vote = Message::AcceptedValues {
 //!     entries: vec![AcceptedEntry { slot: 1, ballot: Ballot::new(1, 1), value: write }],
 //! };
@@ -32,6 +28,9 @@
 //! assert!(matches!(effects[0], Effect::Persist(_)), "a decided slot is logged first");
 //! assert_eq!(learner.applied_slot(), 1);
 //! assert_eq!(learner.value_of("colour"), Some("blue"));
+//! // Slot 1 is the key's revision: it created it and last changed it.
+//! let versioned = learner.versioned_value_of("colour").unwrap();
+//! assert_eq!((versioned.create_revision, versioned.mod_revision, versioned.version), (1, 1, 1));
 //! ```
 #![deny(missing_docs)]
 

@@ -9,7 +9,7 @@
 //! final name is complete, so a damaged or short one is corruption, never a torn write,
 //! and recovery refuses it rather than start from less than it acknowledged.
 
-use crate::core::{FrozenState, SnapshotAssembly};
+use crate::core::{FrozenState, SnapshotAssembly, UnversionedSnapshotChunk};
 use common::ballot::Slot;
 use common::message::SnapshotChunk;
 use runtime::file_system::{FileSystem, LogFile};
@@ -17,8 +17,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The first bytes of every snapshot file.
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PXSNAP01";
+/// The first bytes of every snapshot file written today.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"PXSNAP02";
+
+/// The first bytes of a snapshot file written before revisions were kept: its chunks are
+/// [`UnversionedSnapshotChunk`]s. Still read.
+pub const UNVERSIONED_SNAPSHOT_MAGIC: &[u8; 8] = b"PXSNAP01";
 
 const RECORD_HEADER_BYTES: usize = 8;
 
@@ -174,9 +178,11 @@ pub fn read(
     };
     let mut buffer = Vec::new();
     reader.read_exactly(&mut buffer, SNAPSHOT_MAGIC.len(), "its magic")?;
-    if buffer != SNAPSHOT_MAGIC {
-        return Err(format!("{shown} is not a snapshot file (bad magic)"));
-    }
+    let unversioned = match &buffer[..] {
+        magic if magic == SNAPSHOT_MAGIC => false,
+        magic if magic == UNVERSIONED_SNAPSHOT_MAGIC => true,
+        _ => return Err(format!("{shown} is not a snapshot file (bad magic)")),
+    };
     let mut assembly: Option<SnapshotAssembly> = None;
     loop {
         let record_at = reader.offset;
@@ -195,7 +201,12 @@ pub fn read(
                  its checksum"
             ));
         }
-        let chunk: SnapshotChunk = postcard::from_bytes(&buffer).map_err(|error| {
+        let decoded = match unversioned {
+            false => postcard::from_bytes::<SnapshotChunk>(&buffer),
+            true => postcard::from_bytes::<UnversionedSnapshotChunk>(&buffer)
+                .map(UnversionedSnapshotChunk::into_chunk),
+        };
+        let chunk = decoded.map_err(|error| {
             format!(
                 "the snapshot file {shown}: the record at byte {record_at} does not decode: \
                  {error}"
@@ -285,7 +296,9 @@ pub fn remove_all_but(
 mod tests {
     use super::*;
     use crate::core::{Learner, LearnerOptions};
-    use common::message::{AcceptedEntry, Message};
+    use common::message::{
+        AcceptedEntry, AppliedRequest, Message, StateSnapshot, VersionedValue, FINGERPRINT_UNKNOWN,
+    };
     use common::node::NodeId;
     use common::value::{Command, RequestId, Value};
     use runtime::file_system::{create_dir_all_durably, SimulatedFileSystem};
@@ -293,11 +306,11 @@ mod tests {
     fn learner_with(slots: u64) -> Learner {
         let mut learner = Learner::new(LearnerOptions::new(1, 2));
         for slot in 1..=slots {
-            let value = Value::Batch(vec![Command {
-                request_id: RequestId(slot as u128),
-                key: format!("key{}", slot % 50),
-                value: "x".repeat(slot as usize % 90),
-            }]);
+            let value = Value::Batch(vec![Command::put(
+                RequestId(slot as u128),
+                format!("key{}", slot % 50),
+                "x".repeat(slot as usize % 90),
+            )]);
             for acceptor in [1, 2] {
                 learner.handle(
                     NodeId::acceptor(acceptor),
@@ -344,6 +357,65 @@ mod tests {
         assert!(read(&file_system, &directory, 7)
             .unwrap_err()
             .contains("missing"));
+    }
+
+    #[test]
+    fn a_snapshot_file_written_before_revisions_reads_back_with_revisions_zero() {
+        let file_system = SimulatedFileSystem::new();
+        let directory = PathBuf::from("/data");
+        create_dir_all_durably(&file_system, &directory).unwrap();
+        let chunks = [
+            UnversionedSnapshotChunk {
+                applied_slot: 9,
+                index: 0,
+                key_count: 2,
+                request_id_count: 1,
+                key_values: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+                applied_request_ids: vec![],
+                last: false,
+            },
+            UnversionedSnapshotChunk {
+                applied_slot: 9,
+                index: 1,
+                key_count: 2,
+                request_id_count: 1,
+                key_values: vec![],
+                applied_request_ids: vec![(RequestId(5), 8)],
+                last: true,
+            },
+        ];
+        let mut bytes = UNVERSIONED_SNAPSHOT_MAGIC.to_vec();
+        for chunk in &chunks {
+            let record = postcard::to_allocvec(chunk).unwrap();
+            bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&record).to_le_bytes());
+            bytes.extend_from_slice(&record);
+        }
+        file_system
+            .write_durably(&directory.join(file_name(9)), &bytes)
+            .unwrap();
+        let state = read(&file_system, &directory, 9).unwrap().to_snapshot();
+        let unversioned = |value: &str| VersionedValue {
+            value: value.into(),
+            create_revision: 0,
+            mod_revision: 0,
+            version: 0,
+        };
+        assert_eq!(
+            state,
+            StateSnapshot {
+                applied_slot: 9,
+                key_values: vec![
+                    ("a".into(), unversioned("1")),
+                    ("b".into(), unversioned("2"))
+                ],
+                applied_request_ids: vec![AppliedRequest {
+                    request_id: RequestId(5),
+                    slot: 8,
+                    fingerprint: FINGERPRINT_UNKNOWN,
+                }],
+            }
+        );
     }
 
     #[test]

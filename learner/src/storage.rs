@@ -120,7 +120,7 @@ pub fn recover_in(
             })?,
         ),
         // A log compacted before snapshots had files: its next compaction writes one.
-        (None, Some(snapshot)) => Some(FrozenState::from_snapshot(snapshot)),
+        (None, Some(snapshot)) => Some(FrozenState::from_snapshot(snapshot.into_state_snapshot())),
         (None, None) => None,
     };
     match snapshot_file::remove_all_but(file_system.as_ref(), &directory, snapshot_slot) {

@@ -193,7 +193,22 @@ fn damaged_log_records_decode_to_errors_without_panics() {
         let anchors = Anchors::default();
         let record = match random.random_range(0..3) {
             0 => LearnerRecord::Decided(fuzzing::decided_entry(random, &anchors)),
-            1 => LearnerRecord::Snapshot(fuzzing::state_snapshot(random, &anchors)),
+            1 => {
+                let state = fuzzing::state_snapshot(random, &anchors);
+                LearnerRecord::Snapshot(learner::core::UnversionedStateSnapshot {
+                    applied_slot: state.applied_slot,
+                    key_values: state
+                        .key_values
+                        .into_iter()
+                        .map(|(key, value)| (key, value.value))
+                        .collect(),
+                    applied_request_ids: state
+                        .applied_request_ids
+                        .into_iter()
+                        .map(|applied| (applied.request_id, applied.slot))
+                        .collect(),
+                })
+            }
             _ => LearnerRecord::SnapshotFile {
                 applied_slot: fuzzing::snapshot_chunk(random, &anchors).applied_slot,
             },

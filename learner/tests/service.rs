@@ -2,7 +2,7 @@
 //! and a restarted learner finds the decided value in its log.
 
 use common::ballot::Ballot;
-use common::message::{AcceptedEntry, Message, RoleStatus};
+use common::message::{AcceptedEntry, Message, RoleStatus, VersionedValue};
 use common::node::NodeId;
 use common::value::{Command, RequestId, Value};
 use learner::config::LearnerConfig;
@@ -137,11 +137,7 @@ async fn a_learner_serves_a_value_decided_by_a_quorum_and_keeps_it_across_a_rest
             "{asked:?}"
         );
     }
-    let write = Value::Batch(vec![Command {
-        request_id: RequestId(1),
-        key: "colour".into(),
-        value: "blue".into(),
-    }]);
+    let write = Value::Batch(vec![Command::put(RequestId(1), "colour", "blue")]);
     let votes = Message::AcceptedValues {
         entries: vec![AcceptedEntry {
             slot: 1,
@@ -157,7 +153,12 @@ async fn a_learner_serves_a_value_decided_by_a_quorum_and_keeps_it_across_a_rest
         read(handle.address(), "colour", 1).await,
         Message::ReadReply {
             read_id: 42,
-            value: Some("blue".into()),
+            value: Some(VersionedValue {
+                value: "blue".into(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1
+            }),
             applied_slot: 1
         }
     );
@@ -198,7 +199,12 @@ async fn a_learner_serves_a_value_decided_by_a_quorum_and_keeps_it_across_a_rest
         read(restarted.address(), "colour", 1).await,
         Message::ReadReply {
             read_id: 42,
-            value: Some("blue".into()),
+            value: Some(VersionedValue {
+                value: "blue".into(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1
+            }),
             applied_slot: 1
         }
     );
@@ -245,11 +251,11 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
         .map(|slot| AcceptedEntry {
             slot,
             ballot: Ballot::new(1, 1),
-            value: Value::Batch(vec![Command {
-                request_id: RequestId(slot as u128),
-                key: format!("k{}", slot % 7),
-                value: format!("v{slot}"),
-            }]),
+            value: Value::Batch(vec![Command::put(
+                RequestId(slot as u128),
+                format!("k{}", slot % 7),
+                format!("v{slot}"),
+            )]),
         })
         .collect();
     for acceptor in &acceptors[..2] {
@@ -264,7 +270,7 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
     }
     assert!(matches!(
         read(handle.address(), "k1", SLOTS).await,
-        Message::ReadReply { value: Some(value), .. } if value == "v295"
+        Message::ReadReply { value: Some(value), .. } if value.value == "v295" && value.mod_revision == 295 && value.create_revision == 1 && value.version == 43
     ));
     // Compaction happens on a tick; give it a few.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -297,7 +303,8 @@ async fn the_log_is_compacted_to_a_snapshot_and_the_history_and_restores_from_it
         .expect("the learner restarts");
     assert!(matches!(
         read(restarted.address(), "k1", SLOTS).await,
-        Message::ReadReply { value: Some(value), applied_slot: SLOTS, .. } if value == "v295"
+        Message::ReadReply { value: Some(value), applied_slot: SLOTS, .. }
+            if value.value == "v295" && value.mod_revision == 295 && value.create_revision == 1 && value.version == 43
     ));
     let mut client = fake_node(NodeId::client(2), false, &[restarted.address().to_string()]).await;
     client.wait_connected(learner).await;

@@ -41,7 +41,8 @@ fn replay<'a>(values: impl IntoIterator<Item = &'a Value>) -> BTreeMap<String, S
     for value in values {
         for command in value.commands() {
             if applied.insert(command.request_id) {
-                state.insert(command.key.clone(), command.value.clone());
+                let (key, value) = command.operation.as_put().expect("puts only");
+                state.insert(key.to_string(), value.to_string());
             }
         }
     }
@@ -142,12 +143,8 @@ fn expected_notifications(chosen: &BTreeMap<Slot, Value>) -> Vec<(Slot, u32, Str
     for (slot, value) in chosen {
         for (index, command) in value.commands().iter().enumerate() {
             if applied.insert(command.request_id) {
-                writes.push((
-                    *slot,
-                    index as u32,
-                    command.key.clone(),
-                    command.value.clone(),
-                ));
+                let (key, value) = command.operation.as_put().expect("puts only");
+                writes.push((*slot, index as u32, key.to_string(), value.to_string()));
             }
         }
     }
@@ -218,11 +215,11 @@ fn random_value(
             continue;
         }
         *next_request_id += 1;
-        let command = Command {
-            request_id: RequestId(*next_request_id),
-            key: KEYS[rng.random_range(0..KEYS.len())].to_string(),
-            value: format!("v{next_request_id}"),
-        };
+        let command = Command::put(
+            RequestId(*next_request_id),
+            KEYS[rng.random_range(0..KEYS.len())],
+            format!("v{next_request_id}"),
+        );
         earlier.push(command.clone());
         commands.push(command);
     }
@@ -715,11 +712,7 @@ fn a_learner_behind_its_peers_short_history_catches_up_from_a_snapshot() {
 }
 
 fn noop_or_write(request_id: u128, value: &str) -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId(request_id),
-        key: "k".into(),
-        value: value.into(),
-    }])
+    Value::Batch(vec![Command::put(RequestId(request_id), "k", value)])
 }
 
 /// A checker that never fails proves nothing: a learner fed a wrong value by a faulty peer

@@ -24,15 +24,24 @@ use crate::{Property, Violation};
 use common::ballot::{Ballot, Slot};
 use common::linearizability::{self, Event};
 use common::message::AcceptedEntry;
-use common::value::{Command, RequestId, Value};
+use common::value::{Command, Operation, RequestId, Value};
 use learner::core::Learner;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The key and value of the put `command` is (the simulation's clients only put).
+fn put_of(command: &Command) -> (&String, &String) {
+    match &command.operation {
+        Operation::Put { key, value } | Operation::UnversionedPut { key, value } => (key, value),
+    }
+}
 
 /// A learner's state as it should be: the agreed log applied with exactly-once.
 #[derive(Clone, Default)]
 struct Shadow {
     applied_slot: Slot,
     key_values: BTreeMap<String, String>,
+    /// Each key's (create revision, mod revision, version), from the same log.
+    revisions: BTreeMap<String, (Slot, Slot, u64)>,
     applied_requests: BTreeSet<RequestId>,
     /// The same prefix applied without exactly-once, to name the property a mismatch breaks.
     key_values_with_duplicates: BTreeMap<String, String>,
@@ -232,14 +241,18 @@ impl Ledger {
                 ));
             };
             for command in value.commands() {
+                let (key, written) = put_of(command);
                 if shadow.applied_requests.insert(command.request_id) {
-                    shadow
-                        .key_values
-                        .insert(command.key.clone(), command.value.clone());
+                    shadow.key_values.insert(key.clone(), written.clone());
+                    let revisions = match shadow.revisions.get(key) {
+                        Some((create, _, version)) => (*create, slot, version + 1),
+                        None => (slot, slot, 1),
+                    };
+                    shadow.revisions.insert(key.clone(), revisions);
                 }
                 shadow
                     .key_values_with_duplicates
-                    .insert(command.key.clone(), command.value.clone());
+                    .insert(key.clone(), written.clone());
             }
         }
         shadow.applied_slot = applied_slot;
@@ -247,6 +260,20 @@ impl Ledger {
             let expected = shadow.key_values.get(key).map(String::as_str);
             let actual = learner.value_of(key);
             if actual == expected {
+                let revisions = learner
+                    .versioned_value_of(key)
+                    .map(|value| (value.create_revision, value.mod_revision, value.version));
+                let expected_revisions = shadow.revisions.get(key).copied();
+                if revisions != expected_revisions {
+                    return Err(Violation::new(
+                        Property::Revisions,
+                        format!(
+                            "learner{id} gives {key} (create, mod, version) {revisions:?} after \
+                             applying slots 1..={applied_slot}, but the agreed log gives \
+                             {expected_revisions:?}"
+                        ),
+                    ));
+                }
                 continue;
             }
             let property = if actual
@@ -318,11 +345,12 @@ impl Reference {
                     reference.effective_slot.entry(command.request_id)
                 {
                     first.insert(*slot);
-                    reference
-                        .writes
-                        .entry(command.key.clone())
-                        .or_default()
-                        .push((*slot, command.value.clone(), command.request_id));
+                    let (key, written) = put_of(command);
+                    reference.writes.entry(key.clone()).or_default().push((
+                        *slot,
+                        written.clone(),
+                        command.request_id,
+                    ));
                 }
             }
         }
@@ -363,10 +391,52 @@ pub fn check_history(
     let prefix = ledger.agreed_prefix();
     let reference = Reference::build(&prefix);
     check_no_acknowledged_write_lost(history, &reference)?;
+    check_read_revisions(history, &reference)?;
     check_linearizable(history)?;
     check_sessions(history, &reference)?;
     check_eventual_reads(history, &reference)?;
     check_convergence(ledger, &reference, learners)
+}
+
+/// Every value read carries the mod revision of the write that put it there.
+fn check_read_revisions(history: &History, reference: &Reference) -> Result<(), Violation> {
+    for operation in &history.operations {
+        let (
+            Request::Read { key, .. },
+            Outcome::Read {
+                value,
+                mod_revision,
+                ..
+            },
+        ) = (&operation.request, &operation.outcome)
+        else {
+            continue;
+        };
+        let Some(value) = value else {
+            if mod_revision.is_some() {
+                return Err(Violation::new(
+                    Property::Revisions,
+                    format!("{:?} found no value but a mod revision", operation.request),
+                ));
+            }
+            continue;
+        };
+        let writes = reference.writes.get(key).map(Vec::as_slice).unwrap_or(&[]);
+        let matches = writes
+            .iter()
+            .any(|(slot, written, _)| Some(*slot) == *mod_revision && written == value);
+        if !matches {
+            return Err(Violation::new(
+                Property::Revisions,
+                format!(
+                    "{:?} read {value:?} with mod revision {mod_revision:?}, but no write of \
+                     that value took effect at that revision",
+                    operation.request
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_no_acknowledged_write_lost(
@@ -378,13 +448,13 @@ fn check_no_acknowledged_write_lost(
             (&operation.request, &operation.outcome)
         {
             match reference.effective_slot.get(request_id) {
-                Some(effective) if effective <= slot => {}
+                Some(effective) if effective == slot => {}
                 Some(effective) => {
                     return Err(Violation::new(
-                        Property::ExactlyOnce,
+                        Property::Revisions,
                         format!(
-                            "{:?} was acknowledged in slot {slot} but first took effect in slot \
-                             {effective}",
+                            "{:?} was acknowledged at revision {slot} but took effect at \
+                             revision {effective}",
                             operation.request
                         ),
                     ))

@@ -52,15 +52,17 @@ impl Request {
 pub enum Outcome {
     /// Still running.
     Pending,
-    /// The write was decided in `slot`.
+    /// The write took effect at revision `slot`.
     Written {
-        /// The slot the acknowledgement named.
+        /// The revision the acknowledgement named.
         slot: Slot,
     },
     /// The read returned `value` from a learner that had applied `applied_slot`.
     Read {
         /// The value (None: never written).
         value: Option<String>,
+        /// The value's mod revision, as the read reported it.
+        mod_revision: Option<Slot>,
         /// The answering learner's applied slot.
         applied_slot: Slot,
     },

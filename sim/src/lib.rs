@@ -176,6 +176,10 @@ pub enum Property {
     ExactlyOnce,
     /// Every acknowledged write is in the agreed log.
     LostAcknowledgedWrite,
+    /// A write reports the revision at which it took effect, exactly; a key's revisions
+    /// (create, mod, version) are those the agreed log gives it, on every learner and in
+    /// every read.
+    Revisions,
     /// Writes and strong reads are linearizable per key.
     Linearizability,
     /// Session reads see the session's writes and never go back.
@@ -200,6 +204,7 @@ impl fmt::Display for Property {
             Property::InOrderApplication => "in-order application",
             Property::ExactlyOnce => "exactly-once",
             Property::LostAcknowledgedWrite => "no lost acknowledged write",
+            Property::Revisions => "revisions",
             Property::Linearizability => "linearizability",
             Property::SessionGuarantee => "session guarantee",
             Property::EventualRead => "eventual read validity",

@@ -251,11 +251,7 @@ impl Client {
                 value,
                 request_id,
             } => client_core::Request::Write {
-                command: Command {
-                    request_id,
-                    key,
-                    value,
-                },
+                command: Command::put(request_id, key, value),
                 session,
             },
             Request::Read { key, consistency } => client_core::Request::Read {
@@ -295,16 +291,17 @@ impl Client {
                     }
                     let operation = token as usize;
                     match answer {
-                        Answer::Written { slot } => history.complete(
+                        Answer::Written { revision } => history.complete(
                             operation,
-                            Outcome::Written { slot },
+                            Outcome::Written { slot: revision },
                             view.time,
                             view.now,
                         ),
                         Answer::Read(read) => history.complete(
                             operation,
                             Outcome::Read {
-                                value: read.value,
+                                mod_revision: read.value.as_ref().map(|value| value.mod_revision),
+                                value: read.value.map(|value| value.value),
                                 applied_slot: read.applied_slot,
                             },
                             view.time,

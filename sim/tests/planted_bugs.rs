@@ -1,4 +1,4 @@
-//! The simulation's checks are not vacuous: each of nine known bugs, planted in the real
+//! The simulation's checks are not vacuous: each of ten known bugs, planted in the real
 //! cores and driver through test-only switches (the `planted-bugs` feature, which only this crate's
 //! dev-dependencies turn on), is caught within a budget of seeds.
 //!
@@ -156,6 +156,23 @@ fn a_client_api_retry_that_takes_a_new_request_id_is_caught() {
             Property::LostAcknowledgedWrite,
             Property::Linearizability,
         ],
+    );
+}
+
+#[test]
+fn a_write_that_answers_the_slot_it_was_decided_in_as_its_revision_is_caught() {
+    let hooks = Hooks {
+        start_client: Some(|core: &mut ClientCore| {
+            core.plant_bug(ClientBug::WriteAnswersTheDecidedSlot)
+        }),
+        ..Hooks::default()
+    };
+    // A write retried across a leader change is decided twice and takes effect at the
+    // first slot: the second is not its revision.
+    assert_caught(
+        "a write answers the slot it was decided in",
+        hooks,
+        &[Property::Revisions],
     );
 }
 

@@ -13,13 +13,15 @@
 //!
 //! ```
 //! use client::core::{Answer, ClientCore, ClientOptions, Effect, Request};
-//! use common::message::Message;
+//! use common::message::{AppliedRequest, Message};
 //! use common::node::NodeId;
 //! use common::value::{Command, RequestId};
 //!
 //! let mut core = ClientCore::new(ClientOptions::new(1, 7));
 //! core.on_connected(NodeId::proposer(1));
-//! let command = Command { request_id: RequestId(9), key: "k".into(), value: "v".into() };
+//! core.on_connected(NodeId::learner(1));
+//! let command = Command::put(RequestId(9), "k", "v");
+//! let fingerprint = command.operation.fingerprint();
 //! let effects = core.request(1, Request::Write { command, session: None });
 //! assert!(matches!(&effects[..], [Effect::Send { message: Message::Write { .. }, .. }]));
 //! let decided = Message::WriteDecided {
@@ -27,8 +29,15 @@
 //!     slot: 4,
 //!     client: NodeId::client(1),
 //! };
+//! // Decided in slot 4: a learner that applied it says at which revision it took effect.
 //! let effects = core.on_message(NodeId::proposer(1), decided);
-//! assert!(matches!(&effects[..], [Effect::Answer { token: 1, answer: Answer::Written { slot: 4 } }]));
+//! let [Effect::Send { message: Message::Outcome { read_id, .. }, .. }] = &effects[..] else {
+//!     panic!("{effects:?}")
+//! };
+//! let applied = AppliedRequest { request_id: RequestId(9), slot: 4, fingerprint };
+//! let reply = Message::OutcomeReply { read_id: *read_id, outcome: Some(applied), applied_slot: 4 };
+//! let effects = core.on_message(NodeId::learner(1), reply);
+//! assert!(matches!(&effects[..], [Effect::Answer { token: 1, answer: Answer::Written { revision: 4 } }]));
 //! ```
 #![deny(missing_docs)]
 
@@ -41,7 +50,7 @@ pub use feed::FeedOptions;
 pub use sessions::Sessions;
 
 use common::ballot::Slot;
-use common::message::{AppliedSlot, Message, NodeStatus};
+use common::message::{AppliedSlot, Message, NodeStatus, VersionedValue};
 use common::node::{NodeId, Role};
 use common::value::RequestId;
 use common::TICK_MILLISECONDS;
@@ -136,7 +145,9 @@ impl Consistency {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Write `command` through the leader; every attempt carries `command.request_id`.
-    /// With a session, the session then observes the write's slot.
+    /// Once decided, a learner that applied it tells the revision it took effect at (or
+    /// that its request id was another command's). With a session, the session then
+    /// observes that revision.
     Write {
         /// The write.
         command: common::value::Command,
@@ -158,8 +169,8 @@ pub enum Request {
 /// The answer to a read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadOutcome {
-    /// The value, or None for a key never written.
-    pub value: Option<String>,
+    /// The value with its revisions, or None for a key that does not exist.
+    pub value: Option<VersionedValue>,
     /// The slot the answering learner had applied.
     pub applied_slot: Slot,
 }
@@ -206,10 +217,17 @@ pub enum FetchAnswer {
 /// How a request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// The write was decided in `slot`.
+    /// The write took effect at `revision` (the slot that applied it; a retry decided
+    /// again later took effect there all the same).
     Written {
-        /// The slot that holds it.
-        slot: Slot,
+        /// The revision of the state the write made.
+        revision: Slot,
+    },
+    /// The write's request id was taken by another command, applied at `revision`: this
+    /// write was not applied (409).
+    RequestIdTaken {
+        /// The revision at which the other command took effect.
+        revision: Slot,
     },
     /// The read's value.
     Read(ReadOutcome),
@@ -279,6 +297,8 @@ impl AnswerKey {
             | Message::ReadIndexGranted { read_id, .. }
             | Message::ReadIndexRefused { read_id, .. }
             | Message::ReadReply { read_id, .. }
+            | Message::Outcome { read_id, .. }
+            | Message::OutcomeReply { read_id, .. }
             | Message::ReadTimedOut { read_id, .. } => Some(AnswerKey::Read(*read_id)),
             Message::StatusRequest { request_id } | Message::StatusReply { request_id, .. } => {
                 Some(AnswerKey::Status(*request_id))
@@ -304,6 +324,9 @@ pub enum PlantedBug {
     StrongReadSkipsReadIndex,
     /// A session read reads with `min_slot` 0 instead of the session's slot.
     SessionReadIgnoresItsSlot,
+    /// A write answers the slot the leader decided it in as its revision, without asking a
+    /// learner where it took effect (a retry decided twice took effect earlier).
+    WriteAnswersTheDecidedSlot,
 }
 
 /// The client API's protocol state.
@@ -471,6 +494,7 @@ impl ClientCore {
                 | Message::ReadIndexGranted { .. }
                 | Message::ReadIndexRefused { .. }
                 | Message::ReadReply { .. }
+                | Message::OutcomeReply { .. }
                 | Message::ReadTimedOut { .. },
                 Some(key),
             ) => self.on_answer(key, from, message),

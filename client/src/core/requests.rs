@@ -392,13 +392,17 @@ impl ClientCore {
             key,
             until: self.now + self.options.attempt_timeout_ticks,
         };
-        let read = Message::Read {
-            read_id,
-            key: match &pending.request {
-                Request::Read { key, .. } => key.clone(),
-                Request::Write { command, .. } => command.key.clone(),
+        let read = match &pending.request {
+            Request::Read { key, .. } => Message::Read {
+                read_id,
+                key: key.clone(),
+                min_slot,
             },
-            min_slot,
+            Request::Write { command, .. } => Message::Outcome {
+                read_id,
+                request_id: command.request_id,
+                min_slot,
+            },
         };
         self.wait_for(key, token);
         self.send(learner, read);
@@ -440,19 +444,19 @@ impl ClientCore {
                 if from.role == Role::Proposer {
                     self.believed_leader = Some(from.id);
                 }
-                let pending = self.requests.get_mut(&token).expect("a running request");
-                match &pending.request {
-                    Request::Write { session, .. } => {
-                        if let Some(session) = session.clone() {
-                            self.sessions.observe(&session, slot);
-                        }
-                        self.finish(token, Answer::Written { slot });
-                    }
-                    Request::Read { .. } => {
-                        pending.stage = Stage::learner(slot, now, Some(learners));
-                        self.send_to_learner(token);
-                    }
+                // A write decided in `slot` is asked about at a learner that applied it
+                // (a retry decided twice took effect at the first of its slots, which
+                // only a learner knows); a strong read reads there.
+                let is_write = matches!(
+                    self.requests.get(&token).map(|pending| &pending.request),
+                    Some(Request::Write { .. })
+                );
+                if is_write && self.has_bug(PlantedBug::WriteAnswersTheDecidedSlot) {
+                    return self.finish(token, Answer::Written { revision: slot });
                 }
+                let pending = self.requests.get_mut(&token).expect("a running request");
+                pending.stage = Stage::learner(slot, now, Some(learners));
+                self.send_to_learner(token);
             }
             LeaderVerdict::Failed(reason) => {
                 if from.role == Role::Proposer {
@@ -509,7 +513,12 @@ impl ClientCore {
                 value,
                 applied_slot,
                 ..
-            } if applied_slot >= min_slot => {
+            } if applied_slot >= min_slot
+                && matches!(
+                    self.requests.get(&token).map(|pending| &pending.request),
+                    Some(Request::Read { .. })
+                ) =>
+            {
                 if let Some(Request::Read {
                     session: Some(session),
                     ..
@@ -526,8 +535,37 @@ impl ClientCore {
                     }),
                 );
             }
+            Message::OutcomeReply {
+                outcome: Some(applied),
+                applied_slot,
+                ..
+            } if applied_slot >= min_slot => {
+                let Some(Request::Write { command, session }) =
+                    self.requests.get(&token).map(|pending| &pending.request)
+                else {
+                    return self.learner_attempt_failed(token);
+                };
+                let answer = if applied.request_id != command.request_id {
+                    // A learner answering about another request: not an answer.
+                    return self.learner_attempt_failed(token);
+                } else if applied.is_retry_of(command.operation.fingerprint()) {
+                    if let Some(session) = session.clone() {
+                        self.sessions.observe(&session, applied.slot);
+                    }
+                    Answer::Written {
+                        revision: applied.slot,
+                    }
+                } else {
+                    Answer::RequestIdTaken {
+                        revision: applied.slot,
+                    }
+                };
+                self.finish(token, answer);
+            }
             // A learner must not answer below min_slot; such an answer could be stale, so
             // it is not used. A ReadTimedOut: that learner did not reach min_slot in time.
+            // An OutcomeReply without an outcome: that learner forgot the request id (or
+            // never applied it), and another may know.
             _ => {
                 if let Some(pending) = self.requests.get_mut(&token) {
                     pending.stage.attempts_mut().refused += 1;

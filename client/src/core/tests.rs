@@ -1,7 +1,7 @@
 //! The core on its own: seeded, every run the same.
 
 use super::*;
-use common::message::AppliedWrite;
+use common::message::{AppliedRequest, AppliedWrite};
 use common::value::Command;
 
 /// The simulation's timings: attempt 20 ticks, request 120, retry pause 1..=3.
@@ -30,11 +30,7 @@ fn connected_core(seed: u64) -> ClientCore {
 
 fn write(request_id: u128, session: Option<&str>) -> Request {
     Request::Write {
-        command: Command {
-            request_id: RequestId(request_id),
-            key: "k".into(),
-            value: format!("v{request_id}"),
-        },
+        command: Command::put(RequestId(request_id), "k", format!("v{request_id}")),
         session: session.map(str::to_string),
     }
 }
@@ -148,9 +144,96 @@ fn a_first_leader_hint_is_followed_at_once_and_a_second_after_a_pause() {
         client: NodeId::client(1),
     };
     let effects = core.on_message(NodeId::proposer(1), decided);
-    assert_eq!(answers(&effects), [(1, Answer::Written { slot: 3 })]);
+    assert!(answers(&effects).is_empty(), "not before a learner says");
     assert_eq!(core.believed_leader(), Some(1));
+    let effects = answer_outcome(&mut core, &effects, 7, 3, fingerprint_of(7));
+    assert_eq!(answers(&effects), [(1, Answer::Written { revision: 3 })]);
     assert!(!core.is_busy());
+}
+
+/// The fingerprint of `write(request_id, ..)`'s command.
+fn fingerprint_of(request_id: u128) -> u64 {
+    let Request::Write { command, .. } = write(request_id, None) else {
+        unreachable!()
+    };
+    command.operation.fingerprint()
+}
+
+/// Answers the `Outcome` question among `effects` (asked of a learner once a write was
+/// decided): `request_id` was applied at `revision` with `fingerprint`.
+fn answer_outcome(
+    core: &mut ClientCore,
+    effects: &[Effect],
+    request_id: u128,
+    revision: Slot,
+    fingerprint: u64,
+) -> Vec<Effect> {
+    let Some((learner, read_id, min_slot)) =
+        sends(effects)
+            .into_iter()
+            .find_map(|(to, message)| match message {
+                Message::Outcome {
+                    read_id, min_slot, ..
+                } => Some((to, read_id, min_slot)),
+                _ => None,
+            })
+    else {
+        panic!("no Outcome asked in {effects:?}")
+    };
+    assert_eq!(learner.role, Role::Learner);
+    core.on_message(
+        learner,
+        Message::OutcomeReply {
+            read_id,
+            outcome: Some(AppliedRequest {
+                request_id: RequestId(request_id),
+                slot: revision,
+                fingerprint,
+            }),
+            applied_slot: min_slot,
+        },
+    )
+}
+
+#[test]
+fn a_write_takes_the_revision_a_learner_applied_it_at_or_a_conflict() {
+    let mut core = connected_core(10);
+    let decided = |request_id| Message::WriteDecided {
+        request_id: RequestId(request_id),
+        slot: 9,
+        client: NodeId::client(1),
+    };
+    // Decided again in slot 9 after a leader change, applied at slot 6.
+    core.request(1, write(21, None));
+    let effects = core.on_message(NodeId::proposer(1), decided(21));
+    let effects = answer_outcome(&mut core, &effects, 21, 6, fingerprint_of(21));
+    assert_eq!(answers(&effects), [(1, Answer::Written { revision: 6 })]);
+    // The request id was another command's: a conflict, not a success.
+    core.request(2, write(22, None));
+    let effects = core.on_message(NodeId::proposer(1), decided(22));
+    let effects = answer_outcome(&mut core, &effects, 22, 4, fingerprint_of(23));
+    assert_eq!(
+        answers(&effects),
+        [(2, Answer::RequestIdTaken { revision: 4 })]
+    );
+    // A learner that forgot it, or answers below the decided slot, is not believed: the
+    // next learner is asked.
+    core.request(3, write(24, None));
+    let effects = core.on_message(NodeId::proposer(1), decided(24));
+    let (learner, read_id) = sends(&effects)
+        .into_iter()
+        .find_map(|(to, message)| match message {
+            Message::Outcome { read_id, .. } => Some((to, read_id)),
+            _ => None,
+        })
+        .unwrap();
+    let forgot = Message::OutcomeReply {
+        read_id,
+        outcome: None,
+        applied_slot: 9,
+    };
+    assert!(answers(&core.on_message(learner, forgot)).is_empty());
+    assert!(core.is_busy());
 }
 
 #[test]
@@ -192,9 +275,15 @@ fn a_strong_read_asks_the_leader_for_a_read_index_then_reads_at_that_slot() {
     assert_eq!(to.role, Role::Learner);
     let (read_id, min_slot) = the_read(&message);
     assert_eq!(min_slot, 8);
+    let blue = VersionedValue {
+        value: "blue".into(),
+        create_revision: 2,
+        mod_revision: 7,
+        version: 3,
+    };
     let reply = Message::ReadReply {
         read_id,
-        value: Some("blue".into()),
+        value: Some(blue.clone()),
         applied_slot: 9,
     };
     let effects = core.on_message(to, reply);
@@ -203,7 +292,7 @@ fn a_strong_read_asks_the_leader_for_a_read_index_then_reads_at_that_slot() {
         [(
             1,
             Answer::Read(ReadOutcome {
-                value: Some("blue".into()),
+                value: Some(blue),
                 applied_slot: 9
             })
         )]
@@ -250,15 +339,16 @@ fn a_session_read_waits_for_the_sessions_slot_and_an_unknown_session_reads_stron
     the_read_index(&sends(&effects)[0].1);
     core.cancel(1);
     core.request(2, write(11, Some("s")));
-    core.on_message(
+    let effects = core.on_message(
         NodeId::proposer(1),
         Message::WriteDecided {
             request_id: RequestId(11),
-            slot: 12,
+            slot: 13,
             client: NodeId::client(1),
         },
     );
-    assert_eq!(core.session_slot("s"), Some(12));
+    answer_outcome(&mut core, &effects, 11, 12, fingerprint_of(11));
+    assert_eq!(core.session_slot("s"), Some(12), "the write's revision");
     let effects = core.request(3, read(Consistency::Session, Some("s")));
     let (to, message) = sends(&effects).remove(0);
     let (read_id, min_slot) = the_read(&message);

@@ -6,7 +6,7 @@ use super::requests::{parse_read, parse_write};
 use super::state::AppState;
 use super::status::status_json;
 use crate::connections::ConnectionCounts;
-use crate::core::Unavailable;
+use crate::driver::WriteError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -41,60 +41,91 @@ pub(crate) async fn write(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse_write(&body_bytes(body)?)?;
-    let command = Command {
-        request_id: request.request_id,
-        key: request.key,
-        value: request.value,
-    };
-    let slot = state
-        .driver
-        .write(command.clone(), request.session_id.clone())
-        .await
-        .map_err(|unavailable: Unavailable| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: match unavailable.placed_nowhere {
-                true => format!(
-                    "write {} was not applied: {unavailable}",
-                    command.request_id
-                ),
-                false => format!(
-                    "the outcome of write {} is unknown: {unavailable}; retrying with the \
-                     same request_id applies it at most once",
-                    command.request_id
-                ),
-            },
-            request_id: Some(command.request_id),
-        })?;
+    let command = Command::put(
+        request.request_id,
+        request.key.clone(),
+        request.value.clone(),
+    );
+    let revision = write_command(&state, command, request.session_id.clone()).await?;
     Ok(Json(WriteAnswer {
-        key: &command.key,
-        request_id: command.request_id.to_string(),
+        key: &request.key,
+        request_id: request.request_id.to_string(),
+        revision,
         session_id: request.session_id.as_deref(),
-        slot,
-        value: &command.value,
+        slot: revision,
+        value: &request.value,
     })
     .into_response())
 }
 
+/// Writes `command` and returns the revision at which it took effect, or the error a
+/// client gets: 503 when the cluster did not answer (saying whether a retry with the same
+/// request id is safe), 409 when the request id is another command's.
+pub(crate) async fn write_command(
+    state: &AppState,
+    command: Command,
+    session_id: Option<String>,
+) -> Result<u64, ApiError> {
+    let request_id = command.request_id;
+    state
+        .driver
+        .write(command, session_id)
+        .await
+        .map_err(|error| match error {
+            WriteError::Unavailable(unavailable) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: match unavailable.placed_nowhere {
+                    true => format!("write {request_id} was not applied: {unavailable}"),
+                    false => format!(
+                        "the outcome of write {request_id} is unknown: {unavailable}; retrying \
+                         with the same request_id applies it at most once"
+                    ),
+                },
+                request_id: Some(request_id),
+            },
+            WriteError::RequestIdTaken { revision } => ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!(
+                    "request_id {request_id} was already used by a different command, applied \
+                     at revision {revision}: this write was not applied; use a new request_id \
+                     for a new write (a retry must repeat the same key and value)"
+                ),
+                request_id: Some(request_id),
+            },
+        })
+}
+
 /// The answer to a write. Fields in name order, as the JSON object they replace printed.
+/// `slot` is the revision again, under the design's name for it.
 #[derive(Serialize)]
 struct WriteAnswer<'a> {
     key: &'a str,
     request_id: String,
+    revision: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
     slot: u64,
     value: &'a str,
 }
 
-/// The answer to a read. Fields in name order.
+/// The answer to a read. Fields in name order. `revision` is the revision of the state
+/// read (`slot` again, under the design's name); the key's own revisions come with it when
+/// it exists.
 #[derive(Serialize)]
 struct ReadAnswer<'a> {
     consistency: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_revision: Option<u64>,
     key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mod_revision: Option<u64>,
+    revision: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
     slot: u64,
     value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
 }
 
 pub(crate) async fn read(
@@ -121,12 +152,17 @@ pub(crate) async fn read(
                 ),
             )
         })?;
+    let versioned = outcome.value.as_ref();
     Ok(Json(ReadAnswer {
         consistency: request.consistency.name(),
+        create_revision: versioned.map(|value| value.create_revision),
         key: &request.key,
+        mod_revision: versioned.map(|value| value.mod_revision),
+        revision: outcome.applied_slot,
         session_id: request.session_id.as_deref(),
         slot: outcome.applied_slot,
-        value: outcome.value.as_deref(),
+        value: versioned.map(|value| value.value.as_str()),
+        version: versioned.map(|value| value.version),
     })
     .into_response())
 }

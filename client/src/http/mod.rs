@@ -4,18 +4,20 @@
 //! - [`errors`]: `{"error": ...}` answers and the body parsing every route shares;
 //! - [`requests`]: the bodies of `/write` and `/read`;
 //! - `handlers`: `/health`, `/status`, `/write`, `/read`;
+//! - `kv`: the resource routes `/v1/kv/{key}`;
 //! - [`status`]: the `/status` document;
 //! - [`events`]: subscriptions and their Server-Sent Events streams.
 
 pub mod errors;
 pub mod events;
 mod handlers;
+mod kv;
 pub mod requests;
 mod state;
 pub mod status;
 
 pub use errors::ApiError;
-pub use requests::{parse_read, parse_write, ReadRequest, WriteRequest};
+pub use requests::{parse_put, parse_read, parse_write, ReadRequest, WriteRequest};
 pub use status::{node_json, status_json};
 
 use crate::driver::Driver;
@@ -47,6 +49,8 @@ pub fn router_with_subscriptions(
         .route("/status", get(handlers::status))
         .route("/write", post(handlers::write))
         .route("/read", post(handlers::read))
+        .route("/v1/kv/{*key}", get(kv::get).put(kv::put))
+        .route("/v1/kv/", get(kv::missing_key).put(kv::missing_key))
         .route("/subscribe", post(events::subscribe))
         .route("/unsubscribe", post(events::unsubscribe))
         .route("/subscriptions/{id}", get(events::describe))

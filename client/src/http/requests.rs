@@ -98,8 +98,35 @@ pub fn parse_write(body: &[u8]) -> Result<WriteRequest, ApiError> {
     }
 }
 
+/// Parses and validates the body of `PUT /v1/kv/{key}` (`{"value", "request_id"?,
+/// "session_id"?}`), `key` being the one in the path; a body that names a key too is a 400.
+pub fn parse_put(key: String, body: &[u8]) -> Result<WriteRequest, ApiError> {
+    check_key(&key, "the key in the path")?;
+    let named_key = match string_fields(body) {
+        Some(fields) => {
+            let request = put_from_fields(key, &fields)?;
+            (fields.key.is_some(), request)
+        }
+        None => {
+            let object = parse_object(body)?;
+            let request = put_from_fields(key, &object)?;
+            (object.contains_key("key"), request)
+        }
+    };
+    match named_key {
+        (true, _) => Err(ApiError::bad_request(
+            "the key of PUT /v1/kv/{key} is in its path, not in its body",
+        )),
+        (false, request) => Ok(request),
+    }
+}
+
 fn write_from_fields(object: &impl BodyFields) -> Result<WriteRequest, ApiError> {
     let key = parse_key(object)?;
+    put_from_fields(key, object)
+}
+
+fn put_from_fields(key: String, object: &impl BodyFields) -> Result<WriteRequest, ApiError> {
     let value = required_string(object, "value")?;
     if value.len() > VALUE_LIMIT_BYTES {
         return Err(ApiError::too_large(format!(
@@ -147,10 +174,19 @@ pub fn parse_read(body: &[u8]) -> Result<ReadRequest, ApiError> {
 fn read_from_fields(object: &impl BodyFields) -> Result<ReadRequest, ApiError> {
     let key = parse_key(object)?;
     let session_id = parse_session_id(object)?;
-    let consistency = match object.string("consistency")? {
+    let consistency = read_consistency(object, session_id.is_some())?;
+    Ok(ReadRequest {
+        key,
+        consistency,
+        session_id,
+    })
+}
+
+fn read_consistency(object: &impl BodyFields, has_session: bool) -> Result<Consistency, ApiError> {
+    Ok(match object.string("consistency")? {
         None | Some("strong") => Consistency::Strong,
         Some("eventual") => Consistency::Eventual,
-        Some("session") if session_id.is_some() => Consistency::Session,
+        Some("session") if has_session => Consistency::Session,
         Some("session") => {
             return Err(ApiError::bad_request(
                 "consistency \"session\" needs a \"session_id\"",
@@ -161,26 +197,44 @@ fn read_from_fields(object: &impl BodyFields) -> Result<ReadRequest, ApiError> {
                 "field \"consistency\" must be one of \"strong\", \"session\" or \"eventual\", not {other:?}"
             )))
         }
-    };
-    Ok(ReadRequest {
-        key,
-        consistency,
-        session_id,
     })
 }
 
 fn parse_key(object: &impl BodyFields) -> Result<String, ApiError> {
     let key = required_string(object, "key")?;
+    check_key(key, "field \"key\"")?;
+    Ok(key.to_string())
+}
+
+/// A key is non-empty and at most [`KEY_LIMIT_BYTES`]; `shown` names where it came from.
+pub(crate) fn check_key(key: &str, shown: &str) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::bad_request("field \"key\" must not be empty"));
+        return Err(ApiError::bad_request(format!("{shown} must not be empty")));
     }
     if key.len() > KEY_LIMIT_BYTES {
         return Err(ApiError::too_large(format!(
-            "field \"key\" is {} bytes, above the limit of {KEY_LIMIT_BYTES} bytes",
+            "{shown} is {} bytes, above the limit of {KEY_LIMIT_BYTES} bytes",
             key.len()
         )));
     }
-    Ok(key.to_string())
+    Ok(())
+}
+
+/// The read level and session of a query string's `consistency` and `session_id` (the
+/// same rules as in a /read body).
+pub(crate) fn parse_consistency(
+    consistency: Option<&str>,
+    session_id: Option<&str>,
+) -> Result<(Consistency, Option<String>), ApiError> {
+    let mut fields = Map::new();
+    if let Some(consistency) = consistency {
+        fields.insert("consistency".into(), JsonValue::from(consistency));
+    }
+    if let Some(session_id) = session_id {
+        fields.insert("session_id".into(), JsonValue::from(session_id));
+    }
+    let session_id = parse_session_id(&fields)?;
+    Ok((read_consistency(&fields, session_id.is_some())?, session_id))
 }
 
 fn parse_session_id(object: &impl BodyFields) -> Result<Option<String>, ApiError> {

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use client::config::ClientConfig;
-use common::message::Message;
+use common::message::{AppliedRequest, Message, FINGERPRINT_UNKNOWN};
 use common::node::NodeId;
 use runtime::network::{Inbound, Network};
 use serde_json::Value;
@@ -19,6 +19,34 @@ use tokio::task::JoinHandle;
 
 /// Answers one inbound message (from `sender`) with messages sent back to the sender.
 pub type Script = Box<dyn FnMut(NodeId, &Message) -> Vec<Message> + Send>;
+
+/// A learner's answer to an `Outcome`: the command took effect `earlier` slots before the
+/// slot asked about (a retry decided twice), its fingerprint unknown, so that whatever the
+/// client API wrote counts as that command. None for any other message.
+pub fn outcome_reply(message: &Message, earlier: u64) -> Option<Message> {
+    let Message::Outcome {
+        read_id,
+        request_id,
+        min_slot,
+    } = message
+    else {
+        return None;
+    };
+    Some(Message::OutcomeReply {
+        read_id: *read_id,
+        outcome: Some(AppliedRequest {
+            request_id: *request_id,
+            slot: min_slot.saturating_sub(earlier),
+            fingerprint: FINGERPRINT_UNKNOWN,
+        }),
+        applied_slot: *min_slot,
+    })
+}
+
+/// A learner that answers every `Outcome` (see [`outcome_reply`]) and nothing else.
+pub fn applying_learner(earlier: u64) -> impl FnMut(NodeId, &Message) -> Vec<Message> + Send {
+    move |_, message| outcome_reply(message, earlier).into_iter().collect()
+}
 
 /// A fake node answering by script.
 pub struct FakeNode {

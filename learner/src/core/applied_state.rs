@@ -12,79 +12,99 @@
 //! in bounded memory").
 
 use common::ballot::Slot;
-use common::message::DecidedEntry;
-use common::value::{RequestId, Value};
+use common::message::{AppliedRequest, DecidedEntry};
+use common::value::{Command, Operation, RequestId, Value};
 use imbl::Vector;
 use std::collections::btree_map::Entry;
 use std::collections::{hash_map, HashMap};
 use std::sync::Arc;
 
+use super::snapshots::StoredValue;
 use super::{Effect, FrozenState, Learner};
 
-/// The exactly-once table: the request ids of the last `window` commands applied, with
-/// the slot that applied each, forgotten oldest first.
+/// The exactly-once table: the last `window` commands applied (request id, slot,
+/// fingerprint), forgotten oldest first.
 pub(super) struct AppliedRequests {
-    slots: HashMap<RequestId, Slot>,
-    /// The same ids with their slots in the order they were applied, oldest first: the
-    /// next to forget. A persistent vector, so that a snapshot's frozen copy costs nothing.
-    order: Vector<(RequestId, Slot)>,
+    /// Each remembered id's position in `order`, counted from the first command ever
+    /// remembered (so that forgetting the oldest moves no position).
+    positions: HashMap<RequestId, u64>,
+    /// The remembered commands in the order they were applied, oldest first: the next to
+    /// forget. A persistent vector, so that a snapshot's frozen copy costs nothing.
+    order: Vector<AppliedRequest>,
+    /// The position of `order`'s first element.
+    first_position: u64,
     window: usize,
 }
 
 impl AppliedRequests {
     pub(super) fn new(window: usize) -> Self {
         AppliedRequests {
-            slots: HashMap::new(),
+            positions: HashMap::new(),
             order: Vector::new(),
+            first_position: 0,
             window,
         }
     }
 
-    /// Remembers that `request_id` was applied in `slot` and returns true, unless it is
-    /// remembered already (a retry: returns false, nothing changes). Forgets the oldest id
-    /// once the window is full.
-    pub(super) fn remember(&mut self, request_id: RequestId, slot: Slot) -> bool {
-        let hash_map::Entry::Vacant(vacant) = self.slots.entry(request_id) else {
+    /// Remembers `request` and returns true, unless its request id is remembered already
+    /// (a retry, or the id reused for another command: returns false, nothing changes).
+    /// Forgets the oldest once the window is full.
+    pub(super) fn remember(&mut self, request: AppliedRequest) -> bool {
+        let hash_map::Entry::Vacant(vacant) = self.positions.entry(request.request_id) else {
             return false;
         };
-        vacant.insert(slot);
-        self.order.push_back((request_id, slot));
+        vacant.insert(self.first_position + self.order.len() as u64);
+        self.order.push_back(request);
         while self.order.len() > self.window {
-            let (oldest, _) = self.order.pop_front().expect("longer than the window");
-            self.slots.remove(&oldest);
+            let oldest = self.order.pop_front().expect("longer than the window");
+            self.positions.remove(&oldest.request_id);
+            self.first_position += 1;
         }
         debug_assert_eq!(
-            self.slots.len(),
+            self.positions.len(),
             self.order.len(),
             "invariant violated: the exactly-once table and its order hold the same ids"
         );
         true
     }
 
-    /// The slot that applied `request_id`, while it is remembered.
-    pub(super) fn slot_of(&self, request_id: &RequestId) -> Option<Slot> {
-        self.slots.get(request_id).copied()
+    /// The applied command of `request_id`, while it is remembered.
+    pub(super) fn get(&self, request_id: &RequestId) -> Option<&AppliedRequest> {
+        let position = *self.positions.get(request_id)?;
+        let applied = self.order.get((position - self.first_position) as usize);
+        debug_assert!(
+            applied.is_some_and(|applied| applied.request_id == *request_id),
+            "invariant violated: a remembered id's position holds it"
+        );
+        applied
     }
 
-    /// Every remembered id with its slot, oldest first (what a snapshot carries, so that
-    /// its receiver forgets them in the same order): a copy that costs nothing.
-    pub(super) fn in_applied_order(&self) -> Vector<(RequestId, Slot)> {
+    /// The slot that applied `request_id`, while it is remembered.
+    pub(super) fn slot_of(&self, request_id: &RequestId) -> Option<Slot> {
+        self.get(request_id).map(|applied| applied.slot)
+    }
+
+    /// Every remembered command, oldest first (what a snapshot carries, so that its
+    /// receiver forgets them in the same order): a copy that costs nothing.
+    pub(super) fn in_applied_order(&self) -> Vector<AppliedRequest> {
         self.order.clone()
     }
 
-    /// Takes `order` (oldest first) as the remembered ids, forgetting the oldest beyond
-    /// the window (a sender with a larger window) and any id repeated (a faulty snapshot).
-    pub(super) fn restore(&mut self, order: Vector<(RequestId, Slot)>) {
+    /// Takes `order` (oldest first) as the remembered commands, forgetting the oldest
+    /// beyond the window (a sender with a larger window) and any id repeated (a faulty
+    /// snapshot).
+    pub(super) fn restore(&mut self, order: Vector<AppliedRequest>) {
         self.clear();
         let skip = order.len().saturating_sub(self.window);
-        for (request_id, slot) in order.skip(skip) {
-            self.remember(request_id, slot);
+        for request in order.skip(skip) {
+            self.remember(request);
         }
     }
 
     pub(super) fn clear(&mut self) {
-        self.slots.clear();
+        self.positions.clear();
         self.order.clear();
+        self.first_position = 0;
     }
 
     pub(super) fn len(&self) -> usize {
@@ -95,8 +115,9 @@ impl AppliedRequests {
 /// How many of the last applied commands keep their request id: a retry decided after a
 /// million other commands were applied would be applied again. The client API retries a
 /// write for at most its request timeout (5 s); at 35,000 writes/s, the most this cluster
-/// was measured to apply, a million commands take 28 s, over five times longer. About 44
-/// bytes per id (a hash table entry and a queue slot): 44 MB at most, whatever the history.
+/// was measured to apply, a million commands take 28 s, over five times longer. About 80
+/// bytes per id (its slot and fingerprint in a persistent queue, its position in a hash
+/// table): 80 MB at most, whatever the history.
 pub const EXACTLY_ONCE_WINDOW_COMMANDS: usize = 1_000_000;
 
 impl Learner {
@@ -167,12 +188,15 @@ impl Learner {
         while let Some(value) = self.decided.get(&(self.applied_slot + 1)) {
             let slot = self.applied_slot + 1;
             for command in value.commands() {
-                // Exactly-once: a retried write may be decided again in a later slot.
-                if self.applied_requests.remember(command.request_id, slot) {
-                    self.key_values.insert(
-                        Arc::from(command.key.as_str()),
-                        Arc::from(command.value.as_str()),
-                    );
+                // Exactly-once: a retried command may be decided again in a later slot,
+                // and a request id reused for another command is not applied either.
+                let applied = AppliedRequest {
+                    request_id: command.request_id,
+                    slot,
+                    fingerprint: command.operation.fingerprint(),
+                };
+                if self.applied_requests.remember(applied) {
+                    apply_command(&mut self.key_values, command, slot);
                 }
             }
             self.applied_slot = slot;
@@ -188,6 +212,38 @@ impl Learner {
         self.answer_parked_reads(effects);
         self.push_to_subscribers(effects);
         self.trim_history();
+    }
+}
+
+/// Applies `command` to `key_values` as slot `slot` (its revision).
+fn apply_command(key_values: &mut super::KeyValues, command: &Command, slot: Slot) {
+    match &command.operation {
+        Operation::Put { key, value } => {
+            let (create_revision, version) = match key_values.get(key.as_str()) {
+                Some(existing) => (existing.create_revision, existing.version + 1),
+                None => (slot, 1),
+            };
+            key_values.insert(
+                Arc::from(key.as_str()),
+                StoredValue {
+                    value: Arc::from(value.as_str()),
+                    create_revision,
+                    mod_revision: slot,
+                    version,
+                },
+            );
+        }
+        Operation::UnversionedPut { key, value } => {
+            key_values.insert(
+                Arc::from(key.as_str()),
+                StoredValue {
+                    value: Arc::from(value.as_str()),
+                    create_revision: 0,
+                    mod_revision: 0,
+                    version: 0,
+                },
+            );
+        }
     }
 }
 
@@ -228,11 +284,7 @@ mod tests {
         let batch = Value::Batch(
             [
                 retry_commands.clone(),
-                vec![Command {
-                    request_id: RequestId(9),
-                    key: "other".into(),
-                    value: "x".into(),
-                }],
+                vec![Command::put(RequestId(9), "other", "x")],
             ]
             .concat(),
         );
@@ -286,7 +338,15 @@ mod tests {
         let snapshot = learner.snapshot();
         assert_eq!(
             snapshot.applied_request_ids,
-            vec![(RequestId(3), 3), (RequestId(4), 4), (RequestId(5), 5)],
+            [3, 4, 5]
+                .map(|number| AppliedRequest {
+                    request_id: RequestId(number),
+                    slot: number as Slot,
+                    fingerprint: write(number, &format!("k{number}"), "v").commands()[0]
+                        .operation
+                        .fingerprint(),
+                })
+                .to_vec(),
             "oldest first, so that a receiver forgets in the same order"
         );
         // A retry within the window is applied once; one past it (a million commands

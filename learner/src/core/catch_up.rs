@@ -755,7 +755,15 @@ mod tests {
             index: 0,
             key_count: 1,
             request_id_count: 0,
-            key_values: vec![("k".into(), "v".repeat(65 * 1024 * 1024))],
+            key_values: vec![(
+                "k".into(),
+                VersionedValue {
+                    value: "v".repeat(65 * 1024 * 1024),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    version: 1,
+                },
+            )],
             applied_request_ids: vec![],
             last: true,
         };

@@ -40,7 +40,7 @@
 
 use common::alarm::{Alarm, Alarms};
 use common::ballot::{is_plausible_slot, Slot, MAX_PLAUSIBLE_SLOT};
-use common::message::{DecidedEntry, Message, RoleStatus, SnapshotChunk, StateSnapshot};
+use common::message::{DecidedEntry, Message, RoleStatus, SnapshotChunk, VersionedValue};
 use common::node::{NodeId, Role};
 use common::ready::{Core, Destination, Event, Outgoing, Ready};
 use common::value::Value;
@@ -55,20 +55,22 @@ mod snapshots;
 mod subscriptions;
 #[cfg(test)]
 mod test_support;
+mod unversioned;
 mod votes;
 
 pub use applied_state::EXACTLY_ONCE_WINDOW_COMMANDS;
 pub use catch_up::SYNC_BATCH_SLOTS;
 pub use history::DEFAULT_RETAIN_SLOTS;
 pub use snapshots::{
-    FrozenState, KeyValues, SnapshotAssembly, SnapshotChunks, SNAPSHOT_CHUNK_BYTES,
+    FrozenState, KeyValues, SnapshotAssembly, SnapshotChunks, StoredValue, SNAPSHOT_CHUNK_BYTES,
     SNAPSHOT_RESEND_TICKS, SNAPSHOT_TRANSFERS_MAX, SNAPSHOT_TRANSFER_TIMEOUT_TICKS,
     SNAPSHOT_WINDOW_CHUNKS,
 };
 pub use subscriptions::APPLIED_CHUNK_BYTES;
+pub use unversioned::{UnversionedSnapshotChunk, UnversionedStateSnapshot};
 
 use applied_state::AppliedRequests;
-use reads::ParkedRead;
+use reads::{ParkedRead, Question};
 use snapshots::{IncomingSnapshot, OutgoingSnapshot};
 use votes::SlotVotes;
 
@@ -323,7 +325,12 @@ impl Learner {
                 read_id,
                 key,
                 min_slot,
-            } => self.on_read(from, read_id, key, min_slot),
+            } => self.on_read(from, read_id, Question::Key(key), min_slot),
+            Message::Outcome {
+                read_id,
+                request_id,
+                min_slot,
+            } => self.on_read(from, read_id, Question::Outcome(request_id), min_slot),
             Message::Subscribe {
                 stream_id,
                 from_slot,
@@ -427,9 +434,14 @@ impl Learner {
         self.known_slot_max
     }
 
-    /// The value of `key` as of `applied_slot()`, if it was ever written.
+    /// The value of `key` as of `applied_slot()`, if it exists.
     pub fn value_of(&self, key: &str) -> Option<&str> {
-        self.key_values.get(key).map(|value| &**value)
+        self.key_values.get(key).map(|stored| &*stored.value)
+    }
+
+    /// The value of `key` with its revisions, if it exists.
+    pub fn versioned_value_of(&self, key: &str) -> Option<VersionedValue> {
+        self.key_values.get(key).map(StoredValue::to_versioned)
     }
 
     /// The value decided for `slot`, applied or not, while the learner holds it (for
@@ -480,8 +492,8 @@ pub enum LearnerRecord {
     /// A slot this learner found decided.
     Decided(DecidedEntry),
     /// The state at a slot, whole: the first record of a log compacted before snapshots
-    /// had files of their own. Still read; no longer written.
-    Snapshot(StateSnapshot),
+    /// had files of their own (and revisions). Still read; no longer written.
+    Snapshot(UnversionedStateSnapshot),
     /// The state at `applied_slot` is in the snapshot file of that slot beside the log: the
     /// first record of a compacted log (or of a log replaced by a peer's snapshot).
     /// Records after it add history and later slots.

@@ -1,20 +1,31 @@
 //! Reads: a client reads a key as of a slot it names (`Read { min_slot }`, learned from the
-//! leader's read index). If this learner has applied that slot it answers at once; else the
-//! read waits until the slot is applied, and gives up with `ReadTimedOut` after
-//! `read_timeout_ticks` so the client can try elsewhere.
+//! leader's read index), or asks what a command it wrote did (`Outcome { min_slot }`, the
+//! slot the leader decided it in). If this learner has applied that slot it answers at
+//! once; else the question waits until the slot is applied, and gives up with
+//! `ReadTimedOut` after `read_timeout_ticks` so the client can try elsewhere.
 
 use common::ballot::Slot;
 use common::message::Message;
 use common::node::NodeId;
+use common::value::RequestId;
 
 use super::{Effect, Learner};
 
-/// A client read waiting for its slot to be applied.
+/// What a client asks of the applied state.
+#[derive(Clone, Debug)]
+pub(super) enum Question {
+    /// The value of a key.
+    Key(String),
+    /// What the command of a request id did.
+    Outcome(RequestId),
+}
+
+/// A client question waiting for its slot to be applied.
 #[derive(Clone, Debug)]
 pub(super) struct ParkedRead {
     client: NodeId,
     read_id: u64,
-    key: String,
+    question: Question,
     expires_at_tick: u64,
 }
 
@@ -36,7 +47,7 @@ impl Learner {
         &mut self,
         client: NodeId,
         read_id: u64,
-        key: String,
+        question: Question,
         min_slot: Slot,
     ) -> Vec<Effect> {
         if self.installing {
@@ -50,7 +61,7 @@ impl Learner {
             }];
         }
         if self.applied_slot >= min_slot {
-            return vec![self.read_reply(client, read_id, &key)];
+            return vec![self.read_reply(client, read_id, &question)];
         }
         if !self.plausible_slot_from(client, "Read", min_slot) {
             // Answered at once, so the client tries elsewhere rather than wait it out.
@@ -71,20 +82,32 @@ impl Learner {
             .push(ParkedRead {
                 client,
                 read_id,
-                key,
+                question,
                 expires_at_tick: self.now_tick + self.options.read_timeout_ticks,
             });
         Vec::new()
     }
 
-    fn read_reply(&self, client: NodeId, read_id: u64, key: &str) -> Effect {
+    fn read_reply(&self, client: NodeId, read_id: u64, question: &Question) -> Effect {
+        let applied_slot = self.applied_slot;
+        let message = match question {
+            Question::Key(key) => Message::ReadReply {
+                read_id,
+                value: self
+                    .key_values
+                    .get(key.as_str())
+                    .map(|value| value.to_versioned()),
+                applied_slot,
+            },
+            Question::Outcome(request_id) => Message::OutcomeReply {
+                read_id,
+                outcome: self.applied_requests.get(request_id).copied(),
+                applied_slot,
+            },
+        };
         Effect::Send {
             to: client,
-            message: Message::ReadReply {
-                read_id,
-                value: self.key_values.get(key).map(|value| value.to_string()),
-                applied_slot: self.applied_slot,
-            },
+            message,
         }
     }
 
@@ -93,7 +116,7 @@ impl Learner {
         let still_waiting = self.parked_reads.split_off(&(self.applied_slot + 1));
         let ready = std::mem::replace(&mut self.parked_reads, still_waiting);
         for read in ready.into_values().flatten() {
-            effects.push(self.read_reply(read.client, read.read_id, &read.key));
+            effects.push(self.read_reply(read.client, read.read_id, &read.question));
         }
     }
 
@@ -171,7 +194,12 @@ mod tests {
                     to: client,
                     message: Message::ReadReply {
                         read_id: 9,
-                        value: Some("v".into()),
+                        value: Some(VersionedValue {
+                            value: "v".into(),
+                            create_revision: 1,
+                            mod_revision: 1,
+                            version: 1
+                        }),
                         applied_slot: 1
                     }
                 }

@@ -28,9 +28,10 @@
 //! any peer.
 
 use common::ballot::Slot;
-use common::message::{DecidedEntry, Message, SnapshotChunk, StateSnapshot};
+use common::message::{
+    AppliedRequest, DecidedEntry, Message, SnapshotChunk, StateSnapshot, VersionedValue,
+};
 use common::node::{NodeId, Role};
-use common::value::RequestId;
 use imbl::{OrdMap, Vector};
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -66,14 +67,69 @@ const REQUEST_ID_BYTES: usize = 24;
 /// The key-value map: a persistent B-tree whose keys and values are shared strings, so
 /// that the nodes a write copies while a frozen state shares them hold pointers, never
 /// the text.
-pub type KeyValues = OrdMap<Arc<str>, Arc<str>>;
+pub type KeyValues = OrdMap<Arc<str>, StoredValue>;
+
+/// A key's value in the state, with its revisions (see [`VersionedValue`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredValue {
+    /// The value, shared with frozen states.
+    pub value: Arc<str>,
+    /// The slot that created the key.
+    pub create_revision: Slot,
+    /// The slot that last changed it.
+    pub mod_revision: Slot,
+    /// Changes since its creation.
+    pub version: u64,
+}
+
+impl StoredValue {
+    /// The value as messages carry it.
+    pub fn to_versioned(&self) -> VersionedValue {
+        VersionedValue {
+            value: self.value.to_string(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+        }
+    }
+
+    fn from_versioned(versioned: &VersionedValue) -> Self {
+        StoredValue {
+            value: Arc::from(versioned.value.as_str()),
+            create_revision: versioned.create_revision,
+            mod_revision: versioned.mod_revision,
+            version: versioned.version,
+        }
+    }
+}
+
+/// Why `versioned` cannot be a key's value in a state at `applied_slot`, if it cannot:
+/// revisions never exceed the state's slot, a key is created before it is changed, and
+/// only keys written before revisions were kept (all three 0) have no version.
+fn implausible_revisions(versioned: &VersionedValue, applied_slot: Slot) -> Option<String> {
+    let VersionedValue {
+        create_revision,
+        mod_revision,
+        version,
+        ..
+    } = versioned;
+    let plausible = create_revision <= mod_revision
+        && *mod_revision <= applied_slot
+        && (*version == 0) == (*mod_revision == 0);
+    (!plausible).then(|| {
+        format!(
+            "create revision {create_revision}, mod revision {mod_revision} and version \
+             {version} cannot describe a key at slot {applied_slot}"
+        )
+    })
+}
 
 /// A chunk's size as the chunker counts it against its budget.
 fn counted_bytes(chunk: &SnapshotChunk) -> usize {
     chunk
         .key_values
         .iter()
-        .map(|(key, value)| key.len() + value.len() + ENTRY_OVERHEAD_BYTES)
+        .map(|(key, value)| key.len() + value.value.len() + ENTRY_OVERHEAD_BYTES)
         .sum::<usize>()
         + chunk.applied_request_ids.len() * REQUEST_ID_BYTES
 }
@@ -85,14 +141,14 @@ pub struct FrozenState {
     /// Every slot up to here is folded into the state.
     pub applied_slot: Slot,
     key_values: KeyValues,
-    applied_request_ids: Vector<(RequestId, Slot)>,
+    applied_request_ids: Vector<AppliedRequest>,
 }
 
 impl FrozenState {
     pub(super) fn new(
         applied_slot: Slot,
         key_values: KeyValues,
-        applied_request_ids: Vector<(RequestId, Slot)>,
+        applied_request_ids: Vector<AppliedRequest>,
     ) -> Self {
         FrozenState {
             applied_slot,
@@ -137,7 +193,7 @@ impl FrozenState {
             key_values: self
                 .key_values
                 .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .map(|(key, value)| (key.to_string(), value.to_versioned()))
                 .collect(),
             applied_request_ids: self.applied_request_ids.iter().copied().collect(),
         }
@@ -150,13 +206,13 @@ impl FrozenState {
             snapshot
                 .key_values
                 .into_iter()
-                .map(|(key, value)| (Arc::from(key), Arc::from(value)))
+                .map(|(key, value)| (Arc::from(key), StoredValue::from_versioned(&value)))
                 .collect(),
             snapshot.applied_request_ids.into_iter().collect(),
         )
     }
 
-    pub(super) fn into_parts(self) -> (Slot, KeyValues, Vector<(RequestId, Slot)>) {
+    pub(super) fn into_parts(self) -> (Slot, KeyValues, Vector<AppliedRequest>) {
         (self.applied_slot, self.key_values, self.applied_request_ids)
     }
 }
@@ -204,8 +260,8 @@ impl Iterator for SnapshotChunks {
                 let Some((key, value)) = remaining.next() else {
                     break;
                 };
-                used_bytes += key.len() + value.len() + ENTRY_OVERHEAD_BYTES;
-                key_values.push((key.to_string(), value.to_string()));
+                used_bytes += key.len() + value.value.len() + ENTRY_OVERHEAD_BYTES;
+                key_values.push((key.to_string(), value.to_versioned()));
             }
             self.keys_done = remaining.peek().is_none();
             if let Some((key, _)) = key_values.last() {
@@ -252,7 +308,7 @@ pub struct SnapshotAssembly {
     key_count: u64,
     request_id_count: u64,
     key_values: KeyValues,
-    applied_request_ids: Vector<(RequestId, Slot)>,
+    applied_request_ids: Vector<AppliedRequest>,
     last_key: Option<String>,
     complete: bool,
 }
@@ -326,14 +382,27 @@ impl SnapshotAssembly {
             ));
         }
         let mut previous = self.last_key.as_deref();
-        for (key, _) in &chunk.key_values {
+        for (key, value) in &chunk.key_values {
             if previous.is_some_and(|previous| previous >= key.as_str()) {
                 return Err(format!(
                     "chunk {} holds keys out of order or twice",
                     chunk.index
                 ));
             }
+            if let Some(reason) = implausible_revisions(value, self.applied_slot) {
+                return Err(format!("chunk {} gives key {key:?} {reason}", chunk.index));
+            }
             previous = Some(key);
+        }
+        if let Some(request) = chunk
+            .applied_request_ids
+            .iter()
+            .find(|request| request.slot > self.applied_slot)
+        {
+            return Err(format!(
+                "chunk {} says request {} was applied at slot {}, after the snapshot's slot {}",
+                chunk.index, request.request_id, request.slot, self.applied_slot
+            ));
         }
         if chunk.last && (keys != self.key_count || ids != self.request_id_count) {
             return Err(format!(
@@ -344,7 +413,7 @@ impl SnapshotAssembly {
         }
         for (key, value) in &chunk.key_values {
             self.key_values
-                .insert(Arc::from(key.as_str()), Arc::from(value.as_str()));
+                .insert(Arc::from(key.as_str()), StoredValue::from_versioned(value));
         }
         if let Some((key, _)) = chunk.key_values.last() {
             self.last_key = Some(key.clone());
@@ -749,6 +818,16 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::value::RequestId;
+
+    fn stored(value: &str, slot: Slot) -> StoredValue {
+        StoredValue {
+            value: Arc::from(value),
+            create_revision: slot.min(1),
+            mod_revision: slot,
+            version: slot.min(3),
+        }
+    }
 
     fn state(keys: usize, ids: usize) -> FrozenState {
         FrozenState::new(
@@ -757,12 +836,16 @@ mod tests {
                 .map(|index| {
                     (
                         Arc::from(format!("key{index:04}")),
-                        Arc::from("v".repeat(index % 7)),
+                        stored(&"v".repeat(index % 7), (index % 10) as Slot),
                     )
                 })
                 .collect(),
             (0..ids)
-                .map(|index| (RequestId(index as u128), index as Slot))
+                .map(|index| AppliedRequest {
+                    request_id: RequestId(index as u128),
+                    slot: (index % 10) as Slot,
+                    fingerprint: index as u64,
+                })
                 .collect(),
         )
     }
@@ -826,6 +909,20 @@ mod tests {
         let mut repeated_key = chunks[1].clone();
         repeated_key.key_values[0] = chunks[0].key_values.last().unwrap().clone();
         assert!(assembly.add(&repeated_key).is_err(), "a key sent twice");
+        let mut future = chunks[1].clone();
+        future.key_values[0].1.mod_revision = 10;
+        assert!(assembly.add(&future).is_err(), "changed after the snapshot");
+        let mut uncreated = chunks[1].clone();
+        uncreated.key_values[0].1.create_revision = 8;
+        uncreated.key_values[0].1.mod_revision = 7;
+        assert!(assembly.add(&uncreated).is_err(), "changed before created");
+        let mut unversioned = chunks[1].clone();
+        unversioned.key_values[0].1.version = 0;
+        unversioned.key_values[0].1.mod_revision = 4;
+        assert!(
+            assembly.add(&unversioned).is_err(),
+            "changed without a version"
+        );
         for chunk in &chunks[1..] {
             assembly.add(chunk).unwrap();
         }
@@ -835,17 +932,19 @@ mod tests {
     #[test]
     fn a_frozen_state_does_not_see_later_writes() {
         let mut live: KeyValues = (0..100)
-            .map(|i| (Arc::from(i.to_string()), Arc::from("a")))
+            .map(|i| (Arc::from(i.to_string()), stored("a", 1)))
             .collect();
         let frozen = FrozenState::new(1, live.clone(), Vector::new());
-        live.insert(Arc::from("5"), Arc::from("changed"));
-        live.insert(Arc::from("new"), Arc::from("b"));
+        live.insert(Arc::from("5"), stored("changed", 2));
+        live.insert(Arc::from("new"), stored("b", 2));
         let chunks: Vec<SnapshotChunk> = frozen.chunks(64).collect();
-        let pairs: Vec<(String, String)> = chunks
+        let pairs: Vec<(String, VersionedValue)> = chunks
             .into_iter()
             .flat_map(|chunk| chunk.key_values)
             .collect();
         assert_eq!(pairs.len(), 100);
-        assert!(pairs.iter().all(|(_, value)| value == "a"));
+        assert!(pairs
+            .iter()
+            .all(|(_, value)| value.value == "a" && value.mod_revision == 1));
     }
 }

@@ -6,6 +6,7 @@
 use common::ballot::Slot;
 use common::message::{AppliedSlot, AppliedWrite, Message};
 use common::node::NodeId;
+use common::value::Operation;
 use std::collections::BTreeSet;
 
 use super::{Effect, Learner, SYNC_BATCH_SLOTS};
@@ -175,10 +176,17 @@ impl Learner {
                     .is_none_or(|applied| applied == slot)
                     && seen.insert(command.request_id)
             })
-            .map(|(index, command)| AppliedWrite {
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-                key: command.key.clone(),
-                value: command.value.clone(),
+            .map(|(index, command)| {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                match &command.operation {
+                    Operation::Put { key, value } | Operation::UnversionedPut { key, value } => {
+                        AppliedWrite {
+                            index,
+                            key: key.clone(),
+                            value: value.clone(),
+                        }
+                    }
+                }
             })
             .collect();
         (!writes.is_empty()).then_some(AppliedSlot {

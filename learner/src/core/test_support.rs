@@ -6,7 +6,8 @@ pub(super) use super::{
 };
 pub(super) use common::ballot::{Ballot, Slot};
 pub(super) use common::message::{
-    AcceptedEntry, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus, SnapshotChunk,
+    AcceptedEntry, AppliedRequest, AppliedSlot, AppliedWrite, DecidedEntry, Message, RoleStatus,
+    SnapshotChunk, VersionedValue,
 };
 pub(super) use common::node::{NodeId, Role};
 pub(super) use common::value::{Command, RequestId, Value};
@@ -16,11 +17,11 @@ pub(super) fn learner() -> Learner {
 }
 
 pub(super) fn write(request_id: u128, key: &str, value: &str) -> Value {
-    Value::Batch(vec![Command {
-        request_id: RequestId(request_id),
-        key: key.to_string(),
-        value: value.to_string(),
-    }])
+    Value::Batch(vec![Command::put(
+        RequestId(request_id),
+        key.to_string(),
+        value.to_string(),
+    )])
 }
 
 pub(super) fn votes(entries: &[(Slot, Ballot, &Value)]) -> Message {
@@ -85,17 +86,13 @@ pub(super) fn applied_messages(effects: &[Effect], wanted: NodeId) -> Vec<Messag
 pub(super) fn applied_learner(options: LearnerOptions, count: Slot) -> Learner {
     let mut learner = Learner::new(options);
     for slot in 1..=count {
-        let mut commands = vec![Command {
-            request_id: RequestId(slot as u128),
-            key: format!("k{slot}"),
-            value: format!("v{slot}"),
-        }];
+        let mut commands = vec![Command::put(
+            RequestId(slot as u128),
+            format!("k{slot}"),
+            format!("v{slot}"),
+        )];
         if slot == 3 {
-            commands.push(Command {
-                request_id: RequestId(1),
-                key: "k1".into(),
-                value: "v1".into(),
-            });
+            commands.push(Command::put(RequestId(1), "k1", "v1"));
         }
         for acceptor in [1, 2] {
             vote(

@@ -44,6 +44,22 @@ impl Proposer {
         client: NodeId,
         effects: &mut Vec<Effect>,
     ) {
+        if !command.operation.may_come_from_a_client() {
+            self.raise_alarm(format!(
+                "{from} sent a Write of an operation only old logs hold: refused"
+            ));
+            let write = PendingWrite {
+                command,
+                reply_to: from,
+                client,
+            };
+            effects.push(write.answer(Message::WriteFailed {
+                request_id: write.command.request_id,
+                reason: "an unversioned put cannot be written, only read from old logs".into(),
+                client,
+            }));
+            return;
+        }
         // Forward once; a write forwarded to us is never forwarded again, so two proposers
         // with stale views cannot bounce it forever.
         let forward_to = match &self.state {
@@ -110,6 +126,7 @@ impl Proposer {
 #[cfg(test)]
 mod tests {
     use crate::core::test_support::*;
+    use common::value::{Command, Operation};
 
     #[test]
     fn a_leader_answers_a_forwarded_write_to_the_client_with_the_follower_as_relay() {
@@ -143,6 +160,29 @@ mod tests {
                 }
             }]
         );
+    }
+
+    #[test]
+    fn a_write_of_an_unversioned_put_is_refused_and_never_proposed() {
+        let mut proposer = proposer(1);
+        elect(&mut proposer, vec![vec![], vec![]]);
+        let client = NodeId::client(1);
+        let command = Command {
+            request_id: RequestId(8),
+            operation: Operation::UnversionedPut {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        };
+        let answers = sent(&proposer.handle(client, Message::Write { command, client }));
+        assert!(
+            matches!(
+                &answers[..],
+                [(to, Message::WriteFailed { request_id: RequestId(8), .. })] if *to == client
+            ),
+            "{answers:?}"
+        );
+        assert!(!proposer.alarms().is_empty());
     }
 
     #[test]

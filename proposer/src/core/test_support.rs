@@ -15,11 +15,7 @@ pub(super) fn proposer(id: u32) -> Proposer {
 }
 
 pub(super) fn command(number: u128, key: &str, value: &str) -> Command {
-    Command {
-        request_id: RequestId(number),
-        key: key.into(),
-        value: value.into(),
-    }
+    Command::put(RequestId(number), key, value)
 }
 
 pub(super) fn tick_until_candidate(proposer: &mut Proposer) -> (Ballot, Slot, Vec<Effect>) {
