@@ -246,27 +246,6 @@ pub enum Message {
         /// The slot the learner had applied when it answered.
         applied_slot: Slot,
     },
-    /// A client API asks a learner, once it has applied `min_slot` (the slot the leader
-    /// reported the command decided in), what the command of `request_id` did.
-    Outcome {
-        /// Matches the answer.
-        read_id: u64,
-        /// The command asked about.
-        request_id: RequestId,
-        /// Wait until at least this slot is applied.
-        min_slot: Slot,
-    },
-    /// What the command asked about did, as of `applied_slot`: None if the learner
-    /// remembers no command of that request id (it was forgotten, beyond the exactly-once
-    /// window). Answered, like a read, only at or after `min_slot`; else `ReadTimedOut`.
-    OutcomeReply {
-        /// Which question.
-        read_id: u64,
-        /// The applied command with that request id.
-        outcome: Option<AppliedRequest>,
-        /// The slot the learner had applied when it answered.
-        applied_slot: Slot,
-    },
     /// The learner did not reach `min_slot` in time.
     ReadTimedOut {
         /// Which read.
@@ -379,6 +358,29 @@ pub enum Message {
         applied_slot: Slot,
         /// The last chunk received.
         index: u32,
+    },
+    /// A client API asks a learner, once it has applied `min_slot` (the slot the leader
+    /// reported the command decided in), what the command of `request_id` did.
+    Outcome {
+        /// Matches the answer.
+        read_id: u64,
+        /// The command asked about.
+        request_id: RequestId,
+        /// Wait until at least this slot is applied.
+        min_slot: Slot,
+    },
+    /// What the command asked about did, as of `applied_slot`: None if the learner
+    /// remembers no command of that request id (it was forgotten, beyond the exactly-once
+    /// window). Answered, like a read, only at or after `min_slot`; else `ReadTimedOut`.
+    /// (New kinds are appended at the end of this enum, so that the index of every older
+    /// kind stays what it was.)
+    OutcomeReply {
+        /// Which question.
+        read_id: u64,
+        /// The applied command with that request id.
+        outcome: Option<AppliedRequest>,
+        /// The slot the learner had applied when it answered.
+        applied_slot: Slot,
     },
 }
 

@@ -444,6 +444,16 @@ fn check_no_acknowledged_write_lost(
     reference: &Reference,
 ) -> Result<(), Violation> {
     for operation in &history.operations {
+        if let Outcome::RequestIdTaken { revision } = operation.outcome {
+            return Err(Violation::new(
+                Property::Revisions,
+                format!(
+                    "{:?} was refused as reusing the request id of a command applied at \
+                     revision {revision}, but no client reused it",
+                    operation.request
+                ),
+            ));
+        }
         if let (Request::Write { request_id, .. }, Outcome::Written { slot }) =
             (&operation.request, &operation.outcome)
         {

@@ -68,6 +68,12 @@ pub enum Outcome {
     },
     /// The client gave up at its deadline: a write may or may not take effect.
     Unknown,
+    /// The write was refused as reusing the request id of a command applied at
+    /// `revision`: never right in the simulation, whose clients never reuse one.
+    RequestIdTaken {
+        /// The revision the answer named.
+        revision: Slot,
+    },
 }
 
 /// One client operation.

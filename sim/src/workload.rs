@@ -307,6 +307,14 @@ impl Client {
                             view.time,
                             view.now,
                         ),
+                        // No simulated client reuses a request id: a 409 is a wrong answer,
+                        // recorded so that the checks report it.
+                        Answer::RequestIdTaken { revision } => history.complete(
+                            operation,
+                            Outcome::RequestIdTaken { revision },
+                            view.time,
+                            view.now,
+                        ),
                         _ => history.give_up(operation, view.now),
                     }
                     self.running = None;

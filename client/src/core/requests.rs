@@ -265,7 +265,18 @@ impl ClientCore {
                 Stage::Learner {
                     min_slot, attempts, ..
                 },
-                _,
+                Request::Write { .. },
+            ) => format!(
+                "the write was decided in slot {min_slot}, but no learner said at which \
+                 revision it took effect within {milliseconds} ms ({}); retrying with the same \
+                 request_id is safe",
+                attempts.summary("learner")
+            ),
+            (
+                Stage::Learner {
+                    min_slot, attempts, ..
+                },
+                Request::Read { .. },
             ) => format!(
                 "no learner answered the read at slot {min_slot} or later within \
                  {milliseconds} ms ({})",
@@ -545,8 +556,11 @@ impl ClientCore {
                 else {
                     return self.learner_attempt_failed(token);
                 };
-                let answer = if applied.request_id != command.request_id {
-                    // A learner answering about another request: not an answer.
+                // The first slot that holds a command applies it, so an honest answer
+                // names a slot in [1, min_slot]; anything else is not believed.
+                let believable = applied.request_id == command.request_id
+                    && (1..=min_slot).contains(&applied.slot);
+                let answer = if !believable {
                     return self.learner_attempt_failed(token);
                 } else if applied.is_retry_of(command.operation.fingerprint()) {
                     if let Some(session) = session.clone() {
@@ -562,10 +576,34 @@ impl ClientCore {
                 };
                 self.finish(token, answer);
             }
+            Message::OutcomeReply {
+                outcome: None,
+                applied_slot,
+                ..
+            } if applied_slot >= min_slot
+                && matches!(
+                    self.requests.get(&token).map(|pending| &pending.request),
+                    Some(Request::Write { .. })
+                ) =>
+            {
+                // Decided, yet forgotten by a learner that applied its slot: more than the
+                // exactly-once window of commands came since (every learner forgets the
+                // same ids at the same slot). Sending it again would apply it twice.
+                let reason = format!(
+                    "the write was decided in slot {min_slot}, but the learners no longer \
+                     remember at which revision it took effect (over a million commands were \
+                     applied since); it is not sent again"
+                );
+                self.finish(
+                    token,
+                    Answer::Unavailable(Unavailable {
+                        reason,
+                        placed_nowhere: false,
+                    }),
+                );
+            }
             // A learner must not answer below min_slot; such an answer could be stale, so
             // it is not used. A ReadTimedOut: that learner did not reach min_slot in time.
-            // An OutcomeReply without an outcome: that learner forgot the request id (or
-            // never applied it), and another may know.
             _ => {
                 if let Some(pending) = self.requests.get_mut(&token) {
                     pending.stage.attempts_mut().refused += 1;

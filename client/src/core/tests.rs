@@ -216,8 +216,15 @@ fn a_write_takes_the_revision_a_learner_applied_it_at_or_a_conflict() {
         answers(&effects),
         [(2, Answer::RequestIdTaken { revision: 4 })]
     );
-    // A learner that forgot it, or answers below the decided slot, is not believed: the
-    // next learner is asked.
+    // A revision after the slot it was decided in is not believed: the next learner is
+    // asked.
+    core.request(4, write(25, None));
+    let effects = core.on_message(NodeId::proposer(1), decided(25));
+    let effects = answer_outcome(&mut core, &effects, 25, 10, fingerprint_of(25));
+    assert!(answers(&effects).is_empty(), "{effects:?}");
+    core.cancel(4);
+    // A learner that applied the slot but forgot the request id (beyond the window): the
+    // write is not sent again, and the caller hears why.
     core.request(3, write(24, None));
     let effects = core.on_message(NodeId::proposer(1), decided(24));
     let (learner, read_id) = sends(&effects)
@@ -232,8 +239,20 @@ fn a_write_takes_the_revision_a_learner_applied_it_at_or_a_conflict() {
         outcome: None,
         applied_slot: 9,
     };
-    assert!(answers(&core.on_message(learner, forgot)).is_empty());
-    assert!(core.is_busy());
+    let effects = core.on_message(learner, forgot);
+    assert!(
+        matches!(
+            &answers(&effects)[..],
+            [(3, Answer::Unavailable(Unavailable { reason, placed_nowhere: false }))]
+                if reason.contains("decided in slot 9")
+        ),
+        "{effects:?}"
+    );
+    assert!(
+        sends(&effects).is_empty(),
+        "not proposed again: {effects:?}"
+    );
+    assert!(!core.is_busy());
 }
 
 #[test]

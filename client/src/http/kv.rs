@@ -3,12 +3,14 @@
 //!
 //! - `PUT /v1/kv/{key}` with `{"value", "request_id"?, "session_id"?}`: 200
 //!   `{"key", "request_id", "revision"}` and an `ETag` of the revision the put took
-//!   effect at (which is the key's new `mod_revision`); 409 when the request id is another
+//!   effect at (the key's `mod_revision` right after it; a retry answers the original's);
+//!   409 when the request id is another
 //!   command's, 503 when the cluster did not answer (the outcome is then unknown, and a
 //!   retry with the same request id applies it at most once).
 //! - `GET /v1/kv/{key}?consistency=strong|session|eventual&session_id=`: 200 `{"key",
 //!   "value", "create_revision", "mod_revision", "version", "revision"}` and an `ETag` of
-//!   the mod revision; 404 `{"error", "key", "revision"}` for a key that does not exist.
+//!   the mod revision (none for a key written before revisions were kept, whose mod
+//!   revision is 0); 404 `{"error", "key", "revision"}` for a key that does not exist.
 //!
 //! `revision` is the revision of the state the answer reflects: the slot the answering
 //! learner had applied. The key is the rest of the path, percent-decoded, `/` included.
@@ -171,11 +173,15 @@ pub(crate) async fn get(
         value: &versioned.value,
         version: versioned.version,
     };
-    Ok((
-        [(header::ETAG, entity_tag(versioned.mod_revision))],
-        Json(answer),
-    )
-        .into_response())
+    let mut response = Json(answer).into_response();
+    // A key written before revisions were kept has mod revision 0 whatever its value: no
+    // tag rather than one that does not change with it.
+    if versioned.mod_revision > 0 {
+        response
+            .headers_mut()
+            .insert(header::ETAG, entity_tag(versioned.mod_revision));
+    }
+    Ok(response)
 }
 
 /// `/v1/kv/` without a key.

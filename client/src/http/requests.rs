@@ -110,7 +110,9 @@ pub fn parse_put(key: String, body: &[u8]) -> Result<WriteRequest, ApiError> {
         None => {
             let object = parse_object(body)?;
             let request = put_from_fields(key, &object)?;
-            (object.contains_key("key"), request)
+            // A null counts as absent, as everywhere else.
+            let named = object.get("key").is_some_and(|key| !key.is_null());
+            (named, request)
         }
     };
     match named_key {

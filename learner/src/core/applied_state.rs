@@ -12,7 +12,7 @@
 //! in bounded memory").
 
 use common::ballot::Slot;
-use common::message::{AppliedRequest, DecidedEntry};
+use common::message::{AppliedRequest, DecidedEntry, FINGERPRINT_UNKNOWN};
 use common::value::{Command, Operation, RequestId, Value};
 use imbl::Vector;
 use std::collections::btree_map::Entry;
@@ -115,9 +115,10 @@ impl AppliedRequests {
 /// How many of the last applied commands keep their request id: a retry decided after a
 /// million other commands were applied would be applied again. The client API retries a
 /// write for at most its request timeout (5 s); at 35,000 writes/s, the most this cluster
-/// was measured to apply, a million commands take 28 s, over five times longer. About 80
-/// bytes per id (its slot and fingerprint in a persistent queue, its position in a hash
-/// table): 80 MB at most, whatever the history.
+/// was measured to apply, a million commands take 28 s, over five times longer. About 100
+/// bytes per id (32 for its slot and fingerprint in a persistent queue, the rest its
+/// position in a hash table, with the table's spare room): 100 MB at most, whatever the
+/// history.
 pub const EXACTLY_ONCE_WINDOW_COMMANDS: usize = 1_000_000;
 
 impl Learner {
@@ -193,7 +194,7 @@ impl Learner {
                 let applied = AppliedRequest {
                     request_id: command.request_id,
                     slot,
-                    fingerprint: command.operation.fingerprint(),
+                    fingerprint: window_fingerprint(&command.operation),
                 };
                 if self.applied_requests.remember(applied) {
                     apply_command(&mut self.key_values, command, slot);
@@ -215,12 +216,23 @@ impl Learner {
     }
 }
 
+/// The fingerprint the window keeps for `operation`: unknown for an unversioned put, as
+/// for the request ids of an old snapshot, so that a learner that replays an old log and
+/// one that installed an old snapshot of the same slots remember the same window.
+fn window_fingerprint(operation: &Operation) -> u64 {
+    match operation {
+        Operation::UnversionedPut { .. } => FINGERPRINT_UNKNOWN,
+        Operation::Put { .. } => operation.fingerprint(),
+    }
+}
+
 /// Applies `command` to `key_values` as slot `slot` (its revision).
 fn apply_command(key_values: &mut super::KeyValues, command: &Command, slot: Slot) {
     match &command.operation {
         Operation::Put { key, value } => {
             let (create_revision, version) = match key_values.get(key.as_str()) {
-                Some(existing) => (existing.create_revision, existing.version + 1),
+                // Saturating: a version of u64::MAX (from a faulty peer's snapshot) stays.
+                Some(existing) => (existing.create_revision, existing.version.saturating_add(1)),
                 None => (slot, 1),
             };
             key_values.insert(
@@ -250,6 +262,48 @@ fn apply_command(key_values: &mut super::KeyValues, command: &Command, slot: Slo
 #[cfg(test)]
 mod tests {
     use crate::core::test_support::*;
+    use common::value::Operation;
+
+    #[test]
+    fn an_unversioned_put_sets_revisions_zero_and_an_unknown_fingerprint() {
+        let mut learner = learner();
+        let ballot = Ballot::new(1, 1);
+        let old = Value::Batch(vec![Command {
+            request_id: RequestId(3),
+            operation: Operation::UnversionedPut {
+                key: "k".into(),
+                value: "old".into(),
+            },
+        }]);
+        vote(&mut learner, 1, 1, ballot, &old);
+        vote(&mut learner, 2, 1, ballot, &old);
+        let versioned = learner.versioned_value_of("k").unwrap();
+        assert_eq!(
+            (
+                versioned.create_revision,
+                versioned.mod_revision,
+                versioned.version
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            learner.snapshot().applied_request_ids[0].fingerprint,
+            common::message::FINGERPRINT_UNKNOWN,
+            "as an old snapshot would remember it"
+        );
+        let new = write(4, "k", "new");
+        vote(&mut learner, 1, 2, ballot, &new);
+        vote(&mut learner, 2, 2, ballot, &new);
+        let versioned = learner.versioned_value_of("k").unwrap();
+        assert_eq!(
+            (
+                versioned.create_revision,
+                versioned.mod_revision,
+                versioned.version
+            ),
+            (0, 2, 1)
+        );
+    }
 
     #[test]
     fn slots_apply_in_order_even_when_slot_two_is_decided_first() {
