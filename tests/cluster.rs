@@ -276,36 +276,10 @@ async fn keys_carry_revisions_and_a_reused_request_id_is_a_409() {
             .http
             .put(cluster.url(&format!("/v1/kv/{key}")))
             .json(&body);
-        async move {
-            let response = request.send().await.expect("the client API answers");
-            let status = response.status().as_u16();
-            let tag = response
-                .headers()
-                .get("etag")
-                .map(|tag| tag.to_str().unwrap().to_string());
-            (
-                status,
-                tag,
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
-        }
+        status_tag_and_body(request)
     };
-    let get = |key: &str| {
-        let request = cluster.http.get(cluster.url(&format!("/v1/kv/{key}")));
-        async move {
-            let response = request.send().await.expect("the client API answers");
-            let status = response.status().as_u16();
-            let tag = response
-                .headers()
-                .get("etag")
-                .map(|tag| tag.to_str().unwrap().to_string());
-            (
-                status,
-                tag,
-                response.json::<serde_json::Value>().await.unwrap(),
-            )
-        }
-    };
+    let get =
+        |key: &str| status_tag_and_body(cluster.http.get(cluster.url(&format!("/v1/kv/{key}"))));
     let (status, tag, first) = put("app%2Fcolour", json!({"value": "blue"})).await;
     assert_eq!(status, 200, "{first}");
     let created = first["revision"].as_u64().unwrap();
@@ -378,4 +352,17 @@ async fn keys_carry_revisions_and_a_reused_request_id_is_a_409() {
     assert!(missing["revision"].as_u64().is_some());
     let (status, _, refused) = put("k", json!({"value": "v", "key": "other"})).await;
     assert_eq!(status, 400, "{refused}");
+}
+
+/// Sends `request` and returns the answer's status, `ETag` and JSON body.
+async fn status_tag_and_body(
+    request: reqwest::RequestBuilder,
+) -> (u16, Option<String>, serde_json::Value) {
+    let response = request.send().await.expect("the client API answers");
+    let status = response.status().as_u16();
+    let tag = response
+        .headers()
+        .get("etag")
+        .map(|tag| tag.to_str().unwrap().to_string());
+    (status, tag, response.json().await.unwrap())
 }

@@ -60,21 +60,31 @@ fn without_fingerprint((request_id, slot): (RequestId, Slot)) -> AppliedRequest 
     }
 }
 
+/// Key-value pairs and request ids of those versions in today's terms.
+fn convert(
+    key_values: Vec<(String, String)>,
+    applied_request_ids: Vec<(RequestId, Slot)>,
+) -> (Vec<(String, VersionedValue)>, Vec<AppliedRequest>) {
+    (
+        key_values
+            .into_iter()
+            .map(|(key, value)| (key, unversioned(value)))
+            .collect(),
+        applied_request_ids
+            .into_iter()
+            .map(without_fingerprint)
+            .collect(),
+    )
+}
+
 impl UnversionedStateSnapshot {
     /// The state in today's terms.
     pub fn into_state_snapshot(self) -> StateSnapshot {
+        let (key_values, applied_request_ids) = convert(self.key_values, self.applied_request_ids);
         StateSnapshot {
             applied_slot: self.applied_slot,
-            key_values: self
-                .key_values
-                .into_iter()
-                .map(|(key, value)| (key, unversioned(value)))
-                .collect(),
-            applied_request_ids: self
-                .applied_request_ids
-                .into_iter()
-                .map(without_fingerprint)
-                .collect(),
+            key_values,
+            applied_request_ids,
         }
     }
 }
@@ -82,21 +92,14 @@ impl UnversionedStateSnapshot {
 impl UnversionedSnapshotChunk {
     /// The chunk in today's terms.
     pub fn into_chunk(self) -> SnapshotChunk {
+        let (key_values, applied_request_ids) = convert(self.key_values, self.applied_request_ids);
         SnapshotChunk {
             applied_slot: self.applied_slot,
             index: self.index,
             key_count: self.key_count,
             request_id_count: self.request_id_count,
-            key_values: self
-                .key_values
-                .into_iter()
-                .map(|(key, value)| (key, unversioned(value)))
-                .collect(),
-            applied_request_ids: self
-                .applied_request_ids
-                .into_iter()
-                .map(without_fingerprint)
-                .collect(),
+            key_values,
+            applied_request_ids,
             last: self.last,
         }
     }

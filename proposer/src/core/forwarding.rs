@@ -36,6 +36,21 @@ impl PendingWrite {
     }
 }
 
+/// The definite failure of `command`, received from `from` for `client`, for `reason`.
+fn write_failed(command: Command, from: NodeId, client: NodeId, reason: String) -> Effect {
+    let request_id = command.request_id;
+    let write = PendingWrite {
+        command,
+        reply_to: from,
+        client,
+    };
+    write.answer(Message::WriteFailed {
+        request_id,
+        reason,
+        client,
+    })
+}
+
 impl Proposer {
     pub(super) fn on_write(
         &mut self,
@@ -48,16 +63,8 @@ impl Proposer {
             self.raise_alarm(format!(
                 "{from} sent a Write of an operation only old logs hold: refused"
             ));
-            let write = PendingWrite {
-                command,
-                reply_to: from,
-                client,
-            };
-            effects.push(write.answer(Message::WriteFailed {
-                request_id: write.command.request_id,
-                reason: "an unversioned put cannot be written, only read from old logs".into(),
-                client,
-            }));
+            let reason = "an unversioned put cannot be written, only read from old logs";
+            effects.push(write_failed(command, from, client, reason.into()));
             return;
         }
         // Forward once; a write forwarded to us is never forwarded again, so two proposers
@@ -77,16 +84,7 @@ impl Proposer {
         if let (State::Leader(_), Some(reason)) = (&self.state, self.no_space_reason()) {
             // No quorum of acceptors can make a vote durable: a definite failure now
             // rather than a write that waits out its deadline.
-            let write = PendingWrite {
-                command,
-                reply_to: from,
-                client,
-            };
-            effects.push(write.answer(Message::WriteFailed {
-                request_id: write.command.request_id,
-                reason,
-                client,
-            }));
+            effects.push(write_failed(command, from, client, reason));
             return;
         }
         match (&mut self.state, forward_to) {
