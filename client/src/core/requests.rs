@@ -519,17 +519,18 @@ impl ClientCore {
     }
 
     fn on_learner_answer(&mut self, token: Token, min_slot: Slot, message: Message) {
+        // A read is answered by a ReadReply, a write by an OutcomeReply; the other is no
+        // answer to it.
+        let writing = matches!(
+            self.requests.get(&token).map(|pending| &pending.request),
+            Some(Request::Write { .. })
+        );
         match message {
             Message::ReadReply {
                 value,
                 applied_slot,
                 ..
-            } if applied_slot >= min_slot
-                && matches!(
-                    self.requests.get(&token).map(|pending| &pending.request),
-                    Some(Request::Read { .. })
-                ) =>
-            {
+            } if applied_slot >= min_slot && !writing => {
                 if let Some(Request::Read {
                     session: Some(session),
                     ..
@@ -550,7 +551,7 @@ impl ClientCore {
                 outcome: Some(applied),
                 applied_slot,
                 ..
-            } if applied_slot >= min_slot => {
+            } if applied_slot >= min_slot && writing => {
                 let Some(Request::Write { command, session }) =
                     self.requests.get(&token).map(|pending| &pending.request)
                 else {
@@ -580,12 +581,7 @@ impl ClientCore {
                 outcome: None,
                 applied_slot,
                 ..
-            } if applied_slot >= min_slot
-                && matches!(
-                    self.requests.get(&token).map(|pending| &pending.request),
-                    Some(Request::Write { .. })
-                ) =>
-            {
+            } if applied_slot >= min_slot && writing => {
                 // Decided, yet forgotten by a learner that applied its slot: more than the
                 // exactly-once window of commands came since (every learner forgets the
                 // same ids at the same slot). Sending it again would apply it twice.

@@ -6,6 +6,7 @@ use super::requests::{parse_read, parse_write};
 use super::state::AppState;
 use super::status::status_json;
 use crate::connections::ConnectionCounts;
+use crate::core::{Consistency, ReadOutcome};
 use crate::driver::WriteError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -128,30 +129,42 @@ struct ReadAnswer<'a> {
     version: Option<u64>,
 }
 
+/// Reads `key` at `consistency` (with `session_id`, if any), or the 503 a client gets
+/// when the cluster did not answer.
+pub(crate) async fn read_key(
+    state: &AppState,
+    key: &str,
+    consistency: Consistency,
+    session_id: Option<String>,
+) -> Result<ReadOutcome, ApiError> {
+    state
+        .driver
+        .read(key.to_string(), consistency, session_id)
+        .await
+        .map_err(|unavailable| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the {} read of {key:?} failed: {unavailable}",
+                    consistency.name()
+                ),
+            )
+        })
+}
+
 pub(crate) async fn read(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse_read(&body_bytes(body)?)?;
     // A session id on a strong or eventual read moves the session forward too.
-    let outcome = state
-        .driver
-        .read(
-            request.key.clone(),
-            request.consistency,
-            request.session_id.clone(),
-        )
-        .await
-        .map_err(|unavailable| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the {} read of {:?} failed: {unavailable}",
-                    request.consistency.name(),
-                    request.key
-                ),
-            )
-        })?;
+    let outcome = read_key(
+        &state,
+        &request.key,
+        request.consistency,
+        request.session_id.clone(),
+    )
+    .await?;
     let versioned = outcome.value.as_ref();
     Ok(Json(ReadAnswer {
         consistency: request.consistency.name(),

@@ -16,7 +16,7 @@
 //! learner had applied. The key is the rest of the path, percent-decoded, `/` included.
 
 use super::errors::{body_bytes, ApiError};
-use super::handlers::write_command;
+use super::handlers::{read_key, write_command};
 use super::requests::{check_key, parse_consistency, parse_put};
 use super::state::AppState;
 use axum::body::Bytes;
@@ -143,19 +143,7 @@ pub(crate) async fn get(
         parameters.get("consistency").map(String::as_str),
         parameters.get("session_id").map(String::as_str),
     )?;
-    let outcome = state
-        .driver
-        .read(key.clone(), consistency, session_id)
-        .await
-        .map_err(|unavailable| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the {} read of {key:?} failed: {unavailable}",
-                    consistency.name()
-                ),
-            )
-        })?;
+    let outcome = read_key(&state, &key, consistency, session_id).await?;
     let revision = outcome.applied_slot;
     let Some(versioned) = outcome.value else {
         let body = json!({

@@ -277,15 +277,7 @@ mod tests {
         }]);
         vote(&mut learner, 1, 1, ballot, &old);
         vote(&mut learner, 2, 1, ballot, &old);
-        let versioned = learner.versioned_value_of("k").unwrap();
-        assert_eq!(
-            (
-                versioned.create_revision,
-                versioned.mod_revision,
-                versioned.version
-            ),
-            (0, 0, 0)
-        );
+        assert_eq!(revisions_of(&learner, "k"), (0, 0, 0));
         assert_eq!(
             learner.snapshot().applied_request_ids[0].fingerprint,
             common::message::FINGERPRINT_UNKNOWN,
@@ -294,15 +286,17 @@ mod tests {
         let new = write(4, "k", "new");
         vote(&mut learner, 1, 2, ballot, &new);
         vote(&mut learner, 2, 2, ballot, &new);
-        let versioned = learner.versioned_value_of("k").unwrap();
-        assert_eq!(
-            (
-                versioned.create_revision,
-                versioned.mod_revision,
-                versioned.version
-            ),
-            (0, 2, 1)
-        );
+        assert_eq!(revisions_of(&learner, "k"), (0, 2, 1));
+    }
+
+    /// `key`'s (create revision, mod revision, version) at `learner`.
+    fn revisions_of(learner: &Learner, key: &str) -> (Slot, Slot, u64) {
+        let versioned = learner.versioned_value_of(key).expect("the key exists");
+        (
+            versioned.create_revision,
+            versioned.mod_revision,
+            versioned.version,
+        )
     }
 
     #[test]
